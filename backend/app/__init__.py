@@ -1,0 +1,1 @@
+"""Tabular anomaly detection: a pre-trained autoencoder served over a FastAPI REST API."""

@@ -1,0 +1,90 @@
+"""The service's settings: one typed class, read from the environment, `.env` and `.env.local`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BACKEND_DIR = Path(__file__).resolve().parents[2]
+REPO_ROOT = BACKEND_DIR.parent
+DEFAULT_MODEL_PATH = "Model/AutoEncoder"
+# The command that creates the default model, as the seed shows it (run from backend/).
+TRAINING_COMMAND = "python train_autoencoder_model.py data/normal_samples.xlsx"
+
+
+def resolve_backend_path(path: str | Path) -> Path:
+    """Resolve a relative path against ``backend/``, so settings mean the same whatever the working directory."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else BACKEND_DIR / candidate
+
+
+class Settings(BaseSettings):
+    """Every configuration variable of the contract, with its default."""
+
+    model_config = SettingsConfigDict(
+        env_file=(REPO_ROOT / ".env", REPO_ROOT / ".env.local"), env_file_encoding="utf-8", extra="ignore"
+    )
+
+    mongodb_url: str | None = None
+    mongodb_db: str = "anomaly_detection"
+    autoencoder_model_path: str = DEFAULT_MODEL_PATH
+    models_dir: str | None = None
+    autoencoder_fallback_train: bool = False
+    jwt_secret: str | None = None
+    access_token_expire_minutes: int = Field(default=60, gt=0)
+    allow_registration: bool = True
+    max_upload_mb: int = Field(default=100, gt=0)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: str = str(REPO_ROOT / ".data")
+
+    # Beyond the contract's table: how the service runs.
+    # "local" lets the launcher generate and keep a JWT secret under DATA_DIR; anywhere else a real secret
+    # is required.
+    environment: Literal["local", "production"] = "production"
+    # Epochs of the slow fallback path (AUTOENCODER_FALLBACK_TRAIN=true), which trains on each upload.
+    autoencoder_fallback_epochs: int = Field(default=50, gt=0)
+    # How long a claimed analysis stays owned without a heartbeat before another process may take it over.
+    analysis_lease_seconds: float = Field(default=60, gt=0)
+    # How often an idle analysis runner looks for queued work that another process accepted.
+    analysis_poll_seconds: float = Field(default=1.0, gt=0)
+
+    @property
+    def model_path(self) -> Path:
+        """The default model directory, absolute."""
+        return resolve_backend_path(self.autoencoder_model_path)
+
+    @property
+    def model_path_is_explicit(self) -> bool:
+        """Whether ``AUTOENCODER_MODEL_PATH`` was configured (a configured path is never trained into)."""
+        return "autoencoder_model_path" in self.model_fields_set
+
+    @property
+    def models_root(self) -> Path:
+        """The folder whose sub-folders are the loadable models."""
+        return resolve_backend_path(self.models_dir) if self.models_dir else self.model_path.parent
+
+    @property
+    def data_path(self) -> Path:
+        """The folder for the embedded database's files and the generated local secret."""
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def local_jwt_secret_path(self) -> Path:
+        """Where the launcher keeps the JWT secret it generated for local use."""
+        return self.data_path / "jwt_secret"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """``MAX_UPLOAD_MB`` in bytes."""
+        return self.max_upload_mb * 1024 * 1024
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

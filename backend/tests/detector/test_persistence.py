@@ -1,0 +1,125 @@
+"""Saving and loading: atomic writes, a refused tampered pickle, version warnings, re-thresholding."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.utils import model_store
+from app.utils.anomaly_detector import TabularAnomalyDetector
+
+
+class _RunsCode:
+    """A pickle payload that would create a file if unpickled with the standard unpickler."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_tampered_metadata_pickle_is_refused_and_runs_no_code(saved_model_dir: Path, tmp_path: Path):
+    tampered = tmp_path / "AutoEncoder"
+    shutil.copytree(saved_model_dir, tampered)
+    marker = tmp_path / "pwned"
+    metadata = model_store.load_metadata(tampered / "metadata.pkl")
+    metadata["history"] = _RunsCode(marker)
+    (tampered / "metadata.pkl").write_bytes(pickle.dumps(metadata))
+
+    with pytest.raises(pickle.UnpicklingError, match="Refusing to load metadata.pkl"):
+        TabularAnomalyDetector.load(tampered)
+    assert not marker.exists()
+
+
+def test_a_failed_save_leaves_the_earlier_model_intact(saved_model_dir: Path, tmp_path: Path):
+    target = tmp_path / "AutoEncoder"
+    shutil.copytree(saved_model_dir, target)
+    before = {path.name: path.read_bytes() for path in target.iterdir()}
+
+    def write_then_fail(directory: Path) -> None:
+        (directory / model_store.MODEL_FILENAME).write_bytes(b"half a model")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        model_store.write_atomically(target, write_then_fail)
+
+    assert {path.name: path.read_bytes() for path in target.iterdir()} == before
+    assert [path.name for path in tmp_path.iterdir()] == ["AutoEncoder"]
+
+
+def test_saving_over_an_existing_model_replaces_it_whole(
+    trained_detector: TabularAnomalyDetector, saved_model_dir: Path, tmp_path: Path
+):
+    target = tmp_path / "AutoEncoder"
+    shutil.copytree(saved_model_dir, target)
+    (target / "stale.txt").write_text("from an older model")
+
+    trained_detector.save(target)
+
+    assert sorted(path.name for path in target.iterdir()) == ["autoencoder.h5", "metadata.pkl", "training_report.png"]
+    assert [path.name for path in tmp_path.iterdir()] == ["AutoEncoder"]
+
+
+def test_saving_through_a_symlink_keeps_the_link(trained_detector: TabularAnomalyDetector, tmp_path: Path):
+    (tmp_path / "AutoEncoder_v2").mkdir()
+    active = tmp_path / "AutoEncoder_active"
+    active.symlink_to("AutoEncoder_v2")
+
+    trained_detector.save(active)
+
+    assert active.is_symlink()
+    assert (tmp_path / "AutoEncoder_v2" / "autoencoder.h5").is_file()
+
+
+def test_a_version_mismatch_warns_at_load(saved_model_dir: Path, tmp_path: Path):
+    copy = tmp_path / "AutoEncoder"
+    shutil.copytree(saved_model_dir, copy)
+    metadata = model_store.load_metadata(copy / "metadata.pkl")
+    metadata["library_versions"]["tensorflow"] = "1.0.0"
+    model_store.dump_metadata(metadata, copy / "metadata.pkl")
+
+    with pytest.warns(UserWarning, match="tensorflow 1.0.0"):
+        TabularAnomalyDetector.load(copy)
+
+
+def test_the_version_changes_when_the_model_is_retrained(
+    saved_model_dir: Path, training_frame: pd.DataFrame, tmp_path: Path
+):
+    other = TabularAnomalyDetector(random_state=1)
+    other.train(training_frame, epochs=2, verbose=0)
+    other_dir = other.save(tmp_path / "Other")
+
+    assert TabularAnomalyDetector.load(other_dir).model_info["version"] != TabularAnomalyDetector.load(
+        saved_model_dir
+    ).model_info["version"]
+
+
+def test_another_percentile_rethresholds_without_retraining(saved_model_dir: Path, fresh_rows: pd.DataFrame):
+    detector = TabularAnomalyDetector.load(saved_model_dir)
+    thresholds = [detector.threshold_at(p) for p in (80, 90, 95, 98, 99.5)]
+    counts = [int(detector.predict(fresh_rows, threshold=t).sum()) for t in thresholds]
+
+    assert detector.threshold_at(95) == pytest.approx(detector.threshold)
+    assert thresholds == sorted(thresholds)
+    assert counts == sorted(counts, reverse=True)
+
+
+def test_the_same_seed_trains_the_same_model(training_frame: pd.DataFrame, fresh_rows: pd.DataFrame):
+    first, second = (TabularAnomalyDetector(random_state=42) for _ in range(2))
+    for detector in (first, second):
+        detector.train(training_frame, epochs=2, verbose=0)
+
+    assert first.threshold == pytest.approx(second.threshold, rel=1e-5)
+    np.testing.assert_allclose(first.decision_function(fresh_rows), second.decision_function(fresh_rows), rtol=1e-4)
+
+
+def test_the_training_report_is_written_beside_the_model(saved_model_dir: Path):
+    report = saved_model_dir / model_store.REPORT_FILENAME
+
+    assert report.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

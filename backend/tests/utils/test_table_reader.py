@@ -1,0 +1,86 @@
+"""One reader for every entry point: CSV dialects and encodings, Excel through calamine, clear refusals."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import xlwt
+
+from app.utils.table_reader import TableReadError, UnsupportedFileTypeError, read_table
+
+EXPECTED = pd.DataFrame({"name": ["Zoë", "Ånge"], "amount": [1.5, 2.25], "count": [3, 4]})
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        ("name,amount,count\nZoë,1.5,3\nÅnge,2.25,4\n", "utf-8"),
+        ("name;amount;count\nZoë;1.5;3\nÅnge;2.25;4\n", "utf-8-sig"),
+        ("name\tamount\tcount\nZoë\t1.5\t3\nÅnge\t2.25\t4\n", "latin-1"),
+        ("name|amount|count\nZoë|1.5|3\nÅnge|2.25|4\n", "utf-16"),
+    ],
+    ids=["comma-utf8", "semicolon-utf8-bom", "tab-latin1", "pipe-utf16"],
+)
+def test_csv_delimiters_and_encodings_are_detected(text: str, encoding: str):
+    frame = read_table(text.encode(encoding), "export.csv")
+
+    pd.testing.assert_frame_equal(frame, EXPECTED)
+
+
+def test_xlsx_is_read_from_a_path(tmp_path: Path):
+    path = tmp_path / "sheet.xlsx"
+    EXPECTED.to_excel(path, index=False)
+
+    pd.testing.assert_frame_equal(read_table(path), EXPECTED)
+
+
+def test_legacy_xls_is_read(tmp_path: Path):
+    workbook = xlwt.Workbook()
+    sheet = workbook.add_sheet("data")
+    for column, name in enumerate(EXPECTED.columns):
+        sheet.write(0, column, name)
+        for row, value in enumerate(EXPECTED[name], start=1):
+            sheet.write(row, column, value.item() if hasattr(value, "item") else value)
+    path = tmp_path / "legacy.xls"
+    workbook.save(str(path))
+
+    frame = read_table(path)
+
+    assert frame["name"].tolist() == ["Zoë", "Ånge"]
+    assert frame["amount"].tolist() == [1.5, 2.25]
+
+
+def test_the_first_non_empty_sheet_is_read():
+    buffer = io.BytesIO()
+    with pd.ExcelWriter(buffer) as writer:
+        pd.DataFrame().to_excel(writer, sheet_name="cover", index=False)
+        EXPECTED.to_excel(writer, sheet_name="data", index=False)
+
+    pd.testing.assert_frame_equal(read_table(buffer.getvalue(), "book.xlsx"), EXPECTED)
+
+
+def test_unsupported_extensions_are_refused_with_what_to_do():
+    with pytest.raises(UnsupportedFileTypeError, match=r"upload a \.csv, \.xlsx or \.xls file"):
+        read_table(b"{}", "data.json")
+
+
+@pytest.mark.parametrize(
+    ("content", "filename", "message"),
+    [
+        (b"", "empty.csv", "is empty"),
+        (b"a,b,c\n", "header.csv", "has no data rows"),
+        (b"\x00\x01\x02binary\x00", "binary.csv", "not a text CSV file"),
+        (b"PK\x03\x04 not really a zip", "broken.xlsx", "could not be read as an Excel workbook"),
+    ],
+)
+def test_unreadable_tables_are_refused_with_a_clear_message(content: bytes, filename: str, message: str):
+    with pytest.raises(TableReadError, match=message):
+        read_table(content, filename)
+
+
+def test_a_missing_file_is_named(tmp_path: Path):
+    with pytest.raises(TableReadError, match="File not found"):
+        read_table(tmp_path / "nope.csv")
