@@ -276,6 +276,30 @@ class TabularAnomalyDetector:
             reconstruction=reconstruction,
         )
 
+    def explain(self, details: RowScores, rows: Any, top_n: int = 3) -> list[list[dict[str, Any]]]:
+        """The ``top_n`` columns behind each of ``rows`` (indices into ``details``), largest share first.
+
+        Each entry has the ``column``, its ``share`` of the row's reconstruction error and, where a value makes
+        sense (numbers, text), the value the model ``expected`` instead of the one it saw.
+        """
+        preprocessor = self._fitted_preprocessor()
+        shares = details.column_shares()
+        explanations = []
+        for row in np.asarray(rows, dtype=np.int64):
+            order = np.argsort(-shares[row], kind="stable")[:top_n]
+            explanations.append(
+                [
+                    {
+                        "column": preprocessor.columns_[column].name,
+                        "share": float(shares[row, column]),
+                        "expected": preprocessor.expected_value(int(column), details.reconstruction[row]),
+                    }
+                    for column in order
+                    if shares[row, column] > 0
+                ]
+            )
+        return explanations
+
     def _combine(self, reconstruction_error: np.ndarray, distance: np.ndarray) -> np.ndarray:
         assert self.score_scales_ is not None
         return (

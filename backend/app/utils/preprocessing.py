@@ -125,6 +125,21 @@ class TablePreprocessor:
         used = set(self.input_columns)
         return [name for name in present if name not in used]
 
+    def expected_value(self, column_index: int, encoded_row: np.ndarray) -> float | str | None:
+        """Decode one column's value from an encoded (e.g. reconstructed) row: what the model expected there.
+
+        A number for numeric columns, the most likely known value for text columns (None when the model
+        expected an unusual value), None for dates (a position in the day and week is not a date).
+        """
+        column = self.columns_[column_index]
+        start = int(np.searchsorted(self.feature_columns_, column_index))
+        if isinstance(column, NumericColumn):
+            return float(column.center + column.scale * encoded_row[start])
+        if isinstance(column, CategoricalColumn):
+            best = int(np.argmax(encoded_row[start : start + column.width()]))
+            return column.categories[best] if best < len(column.categories) else None
+        return None
+
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Encode ``frame`` (any column order, extra columns ignored) as a float32 matrix."""
         self.check_columns(frame.columns)

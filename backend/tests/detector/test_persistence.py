@@ -95,9 +95,10 @@ def test_the_version_changes_when_the_model_is_retrained(
     other.train(training_frame, epochs=2, verbose=0)
     other_dir = other.save(tmp_path / "Other")
 
-    assert TabularAnomalyDetector.load(other_dir).model_info["version"] != TabularAnomalyDetector.load(
-        saved_model_dir
-    ).model_info["version"]
+    assert (
+        TabularAnomalyDetector.load(other_dir).model_info["version"]
+        != TabularAnomalyDetector.load(saved_model_dir).model_info["version"]
+    )
 
 
 def test_another_percentile_rethresholds_without_retraining(saved_model_dir: Path, fresh_rows: pd.DataFrame):

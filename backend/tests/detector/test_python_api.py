@@ -32,8 +32,9 @@ def test_loaded_model_scores_exactly_as_the_trained_one(
 ):
     loaded = TabularAnomalyDetector.load(saved_model_dir)
 
-    np.testing.assert_allclose(loaded.decision_function(fresh_rows), trained_detector.decision_function(fresh_rows),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        loaded.decision_function(fresh_rows), trained_detector.decision_function(fresh_rows), rtol=1e-5
+    )
 
 
 def test_decision_function_ranks_injected_anomalies_highest(
@@ -105,8 +106,9 @@ def test_model_directory_without_h5_raises_file_not_found_naming_it(saved_model_
         detect_anomalies_in_excel(pd.DataFrame({"a": [1]}), model_path=incomplete, train_if_needed=False)
 
 
-def test_missing_columns_raise_value_error_naming_them(trained_detector: TabularAnomalyDetector,
-                                                       fresh_rows: pd.DataFrame):
+def test_missing_columns_raise_value_error_naming_them(
+    trained_detector: TabularAnomalyDetector, fresh_rows: pd.DataFrame
+):
     with pytest.raises(ValueError, match="Dataset columns don't match model") as raised:
         trained_detector.decision_function(fresh_rows.drop(columns=["value3", "region"]))
 
@@ -118,8 +120,9 @@ def test_column_order_does_not_matter_and_extra_columns_are_reported(
 ):
     shuffled = fresh_rows[list(reversed(fresh_rows.columns))].assign(note="free text", extra=1.0)
 
-    np.testing.assert_allclose(trained_detector.decision_function(shuffled),
-                               trained_detector.decision_function(fresh_rows), rtol=1e-6)
+    np.testing.assert_allclose(
+        trained_detector.decision_function(shuffled), trained_detector.decision_function(fresh_rows), rtol=1e-6
+    )
     assert set(trained_detector.check_columns(shuffled.columns)) == {"note", "extra", "id"}
 
 
@@ -133,3 +136,33 @@ def test_fallback_training_on_the_data_itself(fresh_rows: pd.DataFrame):
 
     assert detector.is_trained
     assert 0 < len(anomalies) < len(fresh_rows)
+
+
+@pytest.mark.parametrize("column", ["value2", "value9", "value15"])
+def test_a_row_with_one_column_pushed_far_off_names_that_column_first(
+    trained_detector: TabularAnomalyDetector, fresh_rows: pd.DataFrame, column: str
+):
+    rows = fresh_rows.copy()
+    usual = rows.loc[5, column]
+    rows.loc[5, column] = usual + 10 * fresh_rows[column].std()
+
+    details = trained_detector.score_details(rows)
+    [explanation] = trained_detector.explain(details, [5], top_n=3)
+
+    assert explanation[0]["column"] == column
+    assert explanation[0]["share"] > 0.5
+    assert [item["share"] for item in explanation] == sorted((item["share"] for item in explanation), reverse=True)
+    # The value the model expected is near the usual range, far from the pushed value.
+    assert abs(explanation[0]["expected"] - usual) < abs(explanation[0]["expected"] - rows.loc[5, column])
+
+
+def test_an_unseen_category_is_explained_by_its_column(
+    trained_detector: TabularAnomalyDetector, fresh_rows: pd.DataFrame
+):
+    rows = fresh_rows.copy()
+    rows.loc[3, "channel"] = "carrier pigeon"
+
+    [explanation] = trained_detector.explain(trained_detector.score_details(rows), [3], top_n=1)
+
+    assert explanation[0]["column"] == "channel"
+    assert explanation[0]["expected"] in {"web", "store", "phone"}

@@ -21,7 +21,11 @@ SCRIPT = BACKEND_DIR / "train_autoencoder_model.py"
 def run_cli(*arguments: str, cwd: Path = BACKEND_DIR, env: dict[str, str] | None = None):
     return subprocess.run(
         [sys.executable, str(SCRIPT), *arguments],
-        cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -44,8 +48,12 @@ def test_cli_prints_the_seed_steps_summary_and_validation_check(cli_run):
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for step in ("[1/4] Loading training data from:", "[2/4] Initializing autoencoder detector...",
-                 "[3/4] Training autoencoder model...", "[4/4] Saving trained model to:"):
+    for step in (
+        "[1/4] Loading training data from:",
+        "[2/4] Initializing autoencoder detector...",
+        "[3/4] Training autoencoder model...",
+        "[4/4] Saving trained model to:",
+    ):
         assert step in out
     assert "✓ Loaded 1,500 rows × 20 columns" in out
     assert "Epoch 1/3" in out
@@ -84,13 +92,16 @@ def test_cli_default_output_is_the_configured_model_path(training_xlsx: Path, tm
         (lambda d: d / "missing.csv", "File not found"),
         (lambda d: _write(d / "tiny.csv", "a,b\n" + "1,2\n" * 50), "50 usable rows; at least 100"),
         (lambda d: _write(d / "notes.txt", "hello"), "Unsupported file type"),
-        (lambda d: _write(d / "keys.csv", "id,constant\n" + "".join(f"{i},1\n" for i in range(150))),
-         "No usable feature column"),
+        (
+            lambda d: _write(d / "keys.csv", "id,constant\n" + "".join(f"{i},1\n" for i in range(150))),
+            "No usable feature column",
+        ),
     ],
     ids=["missing-file", "too-few-rows", "unsupported-type", "no-usable-column"],
 )
-def test_cli_errors_are_one_line_exit_2_and_leave_the_old_model(saved_model_dir: Path, tmp_path: Path,
-                                                                make_input, message: str):
+def test_cli_errors_are_one_line_exit_2_and_leave_the_old_model(
+    saved_model_dir: Path, tmp_path: Path, make_input, message: str
+):
     output_dir = tmp_path / "AutoEncoder"
     shutil.copytree(saved_model_dir, output_dir)
     before = {p.name: p.read_bytes() for p in output_dir.iterdir()}
