@@ -1,21 +1,29 @@
-"""Read an uploaded or local table (.csv, .xlsx, .xls) into a DataFrame.
+"""Read an uploaded or local table (.csv, .xlsx, .xls) into a DataFrame, whole or in chunks.
 
 One reader for the training CLI, ``detect_anomalies_in_excel`` and the API, so a file that trains a model
-reads the same way when it is scored.
+reads the same way when it is scored. CSV is parsed straight from the bytes (never decoded into one large
+string first), and ``iter_table`` yields it in chunks so a million-row file is never whole in memory.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pandas as pd
 
 SUPPORTED_EXTENSIONS = (".csv", ".xlsx", ".xls")
+DEFAULT_CHUNK_ROWS = 100_000
 _SNIFF_BYTES = 64 * 1024
 _DELIMITERS = ",;\t|"
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+Source = str | Path | bytes | BinaryIO
 
 
 class TableReadError(ValueError):
@@ -37,52 +45,112 @@ def file_extension(filename: str) -> str:
     return extension
 
 
-def read_table(source: str | Path | bytes | BinaryIO, filename: str | None = None) -> pd.DataFrame:
-    """Read ``source`` (a path, the file's bytes or a binary file object) into a DataFrame.
+def read_table(source: Source, filename: str | None = None) -> pd.DataFrame:
+    """Read ``source`` (a path, the file's bytes or a seekable binary file object) into one DataFrame.
 
     ``filename`` names the file when ``source`` is not a path; its extension picks the parser. CSV
-    delimiters are sniffed, UTF-8 (with or without BOM) and UTF-16 with BOM are decoded, anything else
-    falls back to Latin-1. Excel files are read with python-calamine, first non-empty sheet.
+    delimiters are sniffed; UTF-8 (with or without BOM) and UTF-16 with BOM are decoded, anything else is read
+    as Latin-1. Excel files are read with python-calamine, first non-empty sheet.
     """
-    name = filename if filename is not None else str(source)
-    extension = file_extension(name)
-    data = _read_bytes(source)
-    if not data.strip():
-        raise TableReadError(f"{Path(name).name!r} is empty: upload a file with a header row and data rows.")
-    frame = _read_csv(data, name) if extension == ".csv" else _read_excel(data, name)
+    name = _name(source, filename)
+    if file_extension(name) != ".csv":
+        return _checked(_read_excel(source, name), name)
+    with _csv_handle(source, name) as (handle, options):
+        return _checked(_parse_csv(lambda: pd.read_csv(handle, **options), name), name)
+
+
+def iter_table(
+    source: Source, filename: str | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """Yield ``source``'s rows as DataFrames of at most ``chunk_rows`` rows, in order.
+
+    CSV is parsed chunk by chunk from the stream; a workbook is read whole (its format bounds it to
+    1,048,576 rows per sheet) and then sliced. The first chunk is checked like ``read_table``'s result.
+    """
+    name = _name(source, filename)
+    if file_extension(name) != ".csv":
+        frame = _checked(_read_excel(source, name), name)
+        for start in range(0, len(frame), chunk_rows):
+            yield frame.iloc[start : start + chunk_rows]
+        return
+    with _csv_handle(source, name) as (handle, options):
+        chunks = _parse_csv(lambda: pd.read_csv(handle, chunksize=chunk_rows, **options), name)
+        first = True
+        while True:
+            chunk = _parse_csv(lambda: next(chunks, None), name)
+            if chunk is None:
+                if first:
+                    _checked(pd.DataFrame(), name)
+                return
+            yield _checked(chunk, name) if first else _clean_columns(chunk)
+            first = False
+
+
+def _name(source: Source, filename: str | None) -> str:
+    return filename if filename is not None else str(source)
+
+
+def _clean_columns(frame: pd.DataFrame) -> pd.DataFrame:
     frame.columns = [str(column).strip() for column in frame.columns]
+    return frame
+
+
+def _checked(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     if frame.shape[1] == 0 or frame.shape[0] == 0:
         raise TableReadError(
             f"{Path(name).name!r} has no data rows: the first row must be the column names, "
             f"followed by at least one row of values."
         )
-    return frame
+    return _clean_columns(frame)
 
 
-def _read_bytes(source: str | Path | bytes | BinaryIO) -> bytes:
+@contextmanager
+def _binary(source: Source, name: str) -> Iterator[BinaryIO]:
+    """``source`` as a seekable binary stream, positioned at its start."""
     if isinstance(source, bytes):
-        return source
-    if isinstance(source, str | Path):
+        yield io.BytesIO(source)
+    elif isinstance(source, str | Path):
         path = Path(source)
         if not path.is_file():
             raise TableReadError(f"File not found: {str(path)!r}: check the path.")
-        return path.read_bytes()
-    return source.read()
+        with open(path, "rb") as handle:
+            yield handle
+    elif source.seekable():
+        source.seek(0)
+        yield source
+    else:
+        yield io.BytesIO(source.read())
 
 
-def _decode(data: bytes) -> str:
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
+@contextmanager
+def _csv_handle(source: Source, name: str) -> Iterator[tuple[BinaryIO, dict[str, Any]]]:
+    """The CSV's byte stream and the ``read_csv`` options (encoding, delimiter) sniffed from its start."""
+    with _binary(source, name) as handle:
+        head = handle.read(_SNIFF_BYTES)
+        handle.seek(0)
+        if not head.strip():
+            raise TableReadError(f"{Path(name).name!r} is empty: upload a file with a header row and data rows.")
+        encoding = _encoding(head)
+        if encoding != "utf-16" and b"\x00" in head:
+            raise TableReadError(f"{Path(name).name!r} is not a text CSV file: export the table as CSV and upload it.")
+        sample = head.decode(encoding, errors="ignore")
+        yield handle, {"sep": _sniff_delimiter(sample, complete=len(head) < _SNIFF_BYTES), "encoding": encoding}
+
+
+def _encoding(head: bytes) -> str:
+    if head.startswith(_UTF16_BOMS):
+        return "utf-16"
     try:
-        return data.decode("utf-8-sig")
+        # An incremental decoder accepts a character cut in two at the end of the sample.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except UnicodeDecodeError:
-        return data.decode("latin-1")
+        return "latin-1"
+    return "utf-8-sig"
 
 
-def _sniff_delimiter(text: str) -> str:
-    sample = text[:_SNIFF_BYTES]
-    # Sniff on whole lines only: a sample cut mid-line confuses the sniffer.
-    if len(text) > _SNIFF_BYTES and "\n" in sample:
+def _sniff_delimiter(sample: str, complete: bool) -> str:
+    # Sniff whole lines only: a sample cut mid-line confuses the sniffer.
+    if not complete and "\n" in sample:
         sample = sample[: sample.rindex("\n")]
     try:
         return csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
@@ -90,26 +158,29 @@ def _sniff_delimiter(text: str) -> str:
         return ","
 
 
-def _read_csv(data: bytes, name: str) -> pd.DataFrame:
-    if b"\x00" in data[:_SNIFF_BYTES] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise TableReadError(f"{Path(name).name!r} is not a text CSV file: export the table as CSV and upload it.")
-    text = _decode(data)
+def _parse_csv(parse: Any, name: str) -> Any:
     try:
-        return pd.read_csv(io.StringIO(text), sep=_sniff_delimiter(text))
+        return parse()
     except pd.errors.EmptyDataError as error:
         raise TableReadError(f"{Path(name).name!r} has no columns: the first row must be the column names.") from error
+    except UnicodeDecodeError as error:
+        raise TableReadError(
+            f"{Path(name).name!r} mixes text encodings (not valid UTF-8 at byte {error.start}): "
+            "save it as UTF-8 CSV and upload it again."
+        ) from error
     except (pd.errors.ParserError, ValueError) as error:
         raise TableReadError(f"{Path(name).name!r} could not be parsed as CSV ({error}): check its rows.") from error
 
 
-def _read_excel(data: bytes, name: str) -> pd.DataFrame:
-    try:
-        sheets = pd.read_excel(io.BytesIO(data), engine="calamine", sheet_name=None)
-    except Exception as error:  # calamine raises its own error types for every kind of broken workbook
-        raise TableReadError(
-            f"{Path(name).name!r} could not be read as an Excel workbook ({error}): "
-            f"save it again as .xlsx or export it as CSV."
-        ) from error
+def _read_excel(source: Source, name: str) -> pd.DataFrame:
+    with _binary(source, name) as handle:
+        try:
+            sheets = pd.read_excel(handle, engine="calamine", sheet_name=None)
+        except Exception as error:  # calamine raises its own error types for every kind of broken workbook
+            raise TableReadError(
+                f"{Path(name).name!r} could not be read as an Excel workbook ({error}): "
+                f"save it again as .xlsx or export it as CSV."
+            ) from error
     for frame in sheets.values():
         if frame.shape[1] > 0 and frame.notna().to_numpy().any():
             return frame

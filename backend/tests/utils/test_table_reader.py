@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import xlwt
 
-from app.utils.table_reader import TableReadError, UnsupportedFileTypeError, read_table
+from app.utils.table_reader import TableReadError, UnsupportedFileTypeError, iter_table, read_table
 
 EXPECTED = pd.DataFrame({"name": ["Zoë", "Ånge"], "amount": [1.5, 2.25], "count": [3, 4]})
 
@@ -84,3 +84,35 @@ def test_unreadable_tables_are_refused_with_a_clear_message(content: bytes, file
 def test_a_missing_file_is_named(tmp_path: Path):
     with pytest.raises(TableReadError, match="File not found"):
         read_table(tmp_path / "nope.csv")
+
+
+def test_csv_is_read_in_chunks_that_add_up_to_the_whole_table(tmp_path: Path):
+    frame = pd.DataFrame({"a": range(2_500), "b": [f"x{i % 7}" for i in range(2_500)]})
+    path = tmp_path / "big.csv"
+    frame.to_csv(path, index=False, sep=";")
+
+    chunks = list(iter_table(path, chunk_rows=1_000))
+
+    assert [len(chunk) for chunk in chunks] == [1_000, 1_000, 500]
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), frame)
+
+
+def test_a_workbook_is_sliced_into_chunks(tmp_path: Path):
+    path = tmp_path / "sheet.xlsx"
+    EXPECTED.to_excel(path, index=False)
+
+    chunks = list(iter_table(path, chunk_rows=1))
+
+    assert [chunk["name"].item() for chunk in chunks] == ["Zoë", "Ånge"]
+
+
+def test_chunked_reading_refuses_a_header_only_file():
+    with pytest.raises(TableReadError, match="has no data rows"):
+        list(iter_table(b"a,b\n", "header.csv"))
+
+
+def test_a_file_object_is_read_from_its_start():
+    handle = io.BytesIO(b"a,b\n1,2\n")
+    handle.read(3)
+
+    assert read_table(handle, "upload.csv").to_dict("list") == {"a": [1], "b": [2]}
