@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,11 @@ DEFAULT_CHUNK_ROWS = 100_000
 _SNIFF_BYTES = 64 * 1024
 _DELIMITERS = ",;\t|"
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# Decompression-bomb limits for .xlsx (a zip of XML): real workbooks pack about 5-20x; a full sheet of
+# 1,048,576 rows x 20 columns unpacks to well under 2 GB.
+MAX_UNPACKED_BYTES = 2 * 2**30
+SUSPICIOUS_UNPACKED_BYTES = 64 * 2**20
+MAX_PACKING_RATIO = 200
 
 Source = str | Path | bytes | BinaryIO
 
@@ -172,8 +178,32 @@ def _parse_csv(parse: Any, name: str) -> Any:
         raise TableReadError(f"{Path(name).name!r} could not be parsed as CSV ({error}): check its rows.") from error
 
 
+def _check_archive(handle: BinaryIO, name: str) -> None:
+    """Refuse an .xlsx whose entries would inflate far beyond any real workbook (a decompression bomb).
+
+    Only the archive's directory is read; nothing is decompressed. Not a zip at all is left to the parser.
+    """
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError):
+        return
+    finally:
+        handle.seek(0)
+    packed = max(1, sum(entry.compress_size for entry in entries))
+    unpacked = sum(entry.file_size for entry in entries)
+    if unpacked > MAX_UNPACKED_BYTES or (
+        unpacked > SUSPICIOUS_UNPACKED_BYTES and unpacked / packed > MAX_PACKING_RATIO
+    ):
+        raise TableReadError(
+            f"{Path(name).name!r} would expand to {unpacked / 2**20:,.0f} MB from {packed / 2**20:,.1f} MB "
+            "(a compressed archive this dense is not a normal workbook): export the sheet as CSV and upload that."
+        )
+
+
 def _read_excel(source: Source, name: str) -> pd.DataFrame:
     with _binary(source, name) as handle:
+        _check_archive(handle, name)
         try:
             sheets = pd.read_excel(handle, engine="calamine", sheet_name=None)
         except Exception as error:  # calamine raises its own error types for every kind of broken workbook

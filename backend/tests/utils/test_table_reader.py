@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -116,3 +117,27 @@ def test_a_file_object_is_read_from_its_start():
     handle.read(3)
 
     assert read_table(handle, "upload.csv").to_dict("list") == {"a": [1], "b": [2]}
+
+
+def _zip_bomb(unpacked_mb: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        with archive.open("xl/worksheets/sheet1.xml", "w") as sheet:
+            block = b"0" * 2**20
+            for _ in range(unpacked_mb):
+                sheet.write(block)
+    return buffer.getvalue()
+
+
+def test_a_decompression_bomb_is_refused_before_parsing():
+    bomb = _zip_bomb(unpacked_mb=300)
+
+    assert len(bomb) < 2 * 2**20
+    with pytest.raises(TableReadError, match="would expand to 300 MB"):
+        read_table(bomb, "innocent.xlsx")
+
+
+def test_a_zip_that_is_not_a_workbook_is_refused():
+    with pytest.raises(TableReadError, match="could not be read as an Excel workbook"):
+        read_table(_zip_bomb(unpacked_mb=1), "archive.xlsx")
