@@ -13,6 +13,12 @@ $(INSTALLED): pyproject.toml constraints.txt
 	$(VENV_PY) -m pip install --quiet -c constraints.txt -e ".[test,bench]"
 	touch $(INSTALLED)
 
+# Local use: a demo model is trained once if the default model path has none, a JWT secret is generated and
+# kept in DATA_DIR, and the embedded database starts unless MONGODB_URL is set.
+run: $(INSTALLED)
+	cd backend && ../$(VENV_PY) -m app.demo_model
+	cd backend && ../$(VENV_PY) -m app.serve --local
+
 test: $(INSTALLED)
 	$(VENV_PY) -m ruff check backend benchmarks
 	$(VENV_PY) -m pytest

@@ -70,8 +70,10 @@ class Settings(BaseSettings):
 
     @property
     def data_path(self) -> Path:
-        """The folder for the embedded database's files and the generated local secret."""
-        return Path(self.data_dir).expanduser().resolve()
+        """The folder for the embedded database's files and the generated local secret (relative paths are
+        relative to the repository root, as the default is)."""
+        candidate = Path(self.data_dir).expanduser()
+        return (candidate if candidate.is_absolute() else REPO_ROOT / candidate).resolve()
 
     @property
     def local_jwt_secret_path(self) -> Path:

@@ -1,0 +1,102 @@
+"""The routes' dependencies, declared once as ``Annotated`` aliases.
+
+``AppResources`` is what the lifespan creates once per process (database client, models, runner) and every
+request shares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Request
+from fastapi.security import OAuth2PasswordBearer
+from pymongo import AsyncMongoClient
+
+from app.core.config import Settings
+from app.core.errors import NotFoundError
+from app.crud import datasets
+from app.crud.datasets import Dataset
+from app.crud.users import User
+from app.db.collections import Database
+from app.services import auth
+from app.services.analysis_runner import AnalysisRunner
+from app.services.models import ModelRegistry
+
+TOKEN_URL = "/api/auth/token"
+
+
+@dataclass(frozen=True)
+class AppResources:
+    """Per-process state: created in the lifespan, shared by every request."""
+
+    settings: Settings
+    jwt_secret: str
+    client: AsyncMongoClient[dict[str, Any]]
+    database: Database
+    models: ModelRegistry
+    runner: AnalysisRunner
+
+
+def get_resources(request: Request) -> AppResources:
+    """The process's shared resources."""
+    resources: AppResources = request.app.state.resources
+    return resources
+
+
+ResourcesDep = Annotated[AppResources, Depends(get_resources)]
+
+
+def get_settings(resources: ResourcesDep) -> Settings:
+    """The service's settings."""
+    return resources.settings
+
+
+def get_database(resources: ResourcesDep) -> Database:
+    """The MongoDB database."""
+    return resources.database
+
+
+def get_models(resources: ResourcesDep) -> ModelRegistry:
+    """The loaded models."""
+    return resources.models
+
+
+def get_runner(resources: ResourcesDep) -> AnalysisRunner:
+    """This process's analysis runner."""
+    return resources.runner
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
+RunnerDep = Annotated[AnalysisRunner, Depends(get_runner)]
+
+# auto_error=False: a missing token gets the service's own 401 message, which says how to get one.
+_bearer_token = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
+
+
+async def get_current_user(resources: ResourcesDep, token: Annotated[str | None, Depends(_bearer_token)]) -> User:
+    """The caller, from the bearer token (401 if it is missing or not valid)."""
+    return await auth.user_from_token(resources.database, resources.jwt_secret, token)
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_owned_dataset(
+    dataset_id: Annotated[str, Path(description="The dataset's id, from the upload's answer.")],
+    user: CurrentUser,
+    database: DatabaseDep,
+) -> Dataset:
+    """The caller's dataset with this id; another user's dataset is as not-found as a missing one."""
+    dataset = await datasets.find(database, dataset_id, owner_id=user.id)
+    if dataset is None:
+        raise NotFoundError(
+            f"No dataset {dataset_id!r} among yours: check the id, or list your datasets with "
+            "GET /api/anomaly/datasets."
+        )
+    return dataset
+
+
+OwnedDataset = Annotated[Dataset, Depends(get_owned_dataset)]

@@ -1,0 +1,96 @@
+"""The one place where domain errors become HTTP answers, and where the OpenAPI schema learns about them.
+
+Every error body is ``{"detail": "<what was wrong and what to do>"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app.core.errors import (
+    AnalysisNotReadyError,
+    AuthenticationError,
+    ExportTooLargeError,
+    ModelUnavailableError,
+    NotFoundError,
+    RegistrationClosedError,
+    UnknownModelError,
+    UploadTooLargeError,
+    UsernameTakenError,
+)
+from app.schemas.common import ErrorResponse
+from app.utils.anomaly_detector import ColumnMismatchError
+from app.utils.table_reader import TableReadError, UnsupportedFileTypeError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HttpError:
+    """How one kind of domain error is answered."""
+
+    status_code: int
+    description: str
+
+
+HTTP_ERRORS: dict[type[Exception], HttpError] = {
+    TableReadError: HttpError(400, "The file is not a readable table, or it has no data rows"),
+    AuthenticationError: HttpError(401, "Missing, malformed, expired or wrongly signed token, or wrong credentials"),
+    RegistrationClosedError: HttpError(403, "Registration is closed (ALLOW_REGISTRATION=false)"),
+    NotFoundError: HttpError(404, "No such dataset among the caller's (another user's dataset answers the same)"),
+    UsernameTakenError: HttpError(409, "The username is taken"),
+    AnalysisNotReadyError: HttpError(409, "The dataset has not been analysed yet"),
+    UploadTooLargeError: HttpError(413, "The upload is larger than MAX_UPLOAD_MB"),
+    UnsupportedFileTypeError: HttpError(415, "The file is not .csv, .xlsx or .xls"),
+    ColumnMismatchError: HttpError(422, "The dataset's columns don't match the model"),
+    UnknownModelError: HttpError(422, "No model of that name is loaded"),
+    ExportTooLargeError: HttpError(422, "The results do not fit the requested format"),
+    ModelUnavailableError: HttpError(503, "No model is loaded and fallback training is off"),
+}
+
+
+def http_error_for(error: Exception) -> HttpError | None:
+    """The answer for ``error``: that of its most specific mapped class, if any."""
+    return next((HTTP_ERRORS[cls] for cls in type(error).__mro__ if cls in HTTP_ERRORS), None)
+
+
+def error_response(error: Exception) -> JSONResponse:
+    """The JSON answer for a mapped domain error."""
+    mapped = http_error_for(error)
+    assert mapped is not None, f"{type(error).__name__} has no HTTP mapping"
+    headers = {"WWW-Authenticate": "Bearer"} if mapped.status_code == 401 else None
+    return JSONResponse({"detail": str(error)}, status_code=mapped.status_code, headers=headers)
+
+
+def responses(*error_types: type[Exception]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` entry declaring that a route can end in these errors."""
+    declared: dict[int | str, dict[str, Any]] = {}
+    for error_type in error_types:
+        mapped = HTTP_ERRORS[error_type]
+        entry = declared.setdefault(mapped.status_code, {"model": ErrorResponse, "description": ""})
+        entry["description"] = "; ".join(filter(None, [entry["description"], mapped.description]))
+    return declared
+
+
+async def _handle_domain_error(request: Request, error: Exception) -> JSONResponse:
+    return error_response(error)
+
+
+async def _handle_unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    logger.exception("Unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return JSONResponse(
+        {"detail": "Internal server error: the service logged the cause. Try again, or report it if it persists."},
+        status_code=500,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the mapping on ``app``."""
+    for error_type in HTTP_ERRORS:
+        app.add_exception_handler(error_type, _handle_domain_error)
+    app.add_exception_handler(Exception, _handle_unexpected_error)

@@ -1,0 +1,52 @@
+"""The errors a request can end in, raised deep in the services and turned into HTTP answers in one place
+(``app.api.errors``). Each message says what was wrong and what to do about it.
+
+The file reader's and the detector's own errors (``TableReadError``, ``UnsupportedFileTypeError``,
+``ColumnMismatchError``) are domain errors too and are mapped beside these.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class: a request that cannot be served as asked; ``str(error)`` is the user-facing message."""
+
+
+class NotFoundError(ServiceError):
+    """The resource does not exist, or belongs to another user (the two are indistinguishable on purpose)."""
+
+
+class AuthenticationError(ServiceError):
+    """Missing, malformed, expired or wrongly signed token, or wrong username or password."""
+
+
+class RegistrationClosedError(ServiceError):
+    """``ALLOW_REGISTRATION`` is off."""
+
+
+class UsernameTakenError(ServiceError):
+    """Another account already has this username."""
+
+
+class UploadTooLargeError(ServiceError):
+    """The upload is larger than ``MAX_UPLOAD_MB``."""
+
+
+class AnalysisNotReadyError(ServiceError):
+    """Results were asked for before the dataset's analysis finished."""
+
+
+class UnknownModelError(ServiceError):
+    """The analysis asked for a model that is not loaded."""
+
+
+class ModelUnavailableError(ServiceError):
+    """No model is loaded and fallback training is off."""
+
+
+class ExportTooLargeError(ServiceError):
+    """The results do not fit the requested file format (an Excel sheet's row limit)."""
+
+
+class ConfigurationError(Exception):
+    """The service is configured in a way it must not start with; the message says what to set."""

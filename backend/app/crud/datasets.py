@@ -1,0 +1,117 @@
+"""Dataset documents: one per upload, describing the file stored in GridFS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+
+from app.db.collections import DATASETS, Database
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An uploaded table: who owns it, what it holds and where its bytes are."""
+
+    id: str
+    owner_id: str
+    filename: str
+    content_type: str | None
+    size: int
+    sha256: str
+    row_count: int
+    column_count: int
+    columns: list[str]
+    uploaded_at: datetime
+    file_id: str
+    table_file_id: str
+    latest_session_id: str | None
+
+
+def _dataset(document: dict[str, Any]) -> Dataset:
+    latest = document.get("latest_session_id")
+    return Dataset(
+        id=str(document["_id"]),
+        owner_id=str(document["owner_id"]),
+        filename=document["filename"],
+        content_type=document.get("content_type"),
+        size=document["size"],
+        sha256=document["sha256"],
+        row_count=document["row_count"],
+        column_count=document["column_count"],
+        columns=list(document["columns"]),
+        uploaded_at=document["uploaded_at"],
+        file_id=str(document["file_id"]),
+        table_file_id=str(document["table_file_id"]),
+        latest_session_id=str(latest) if latest else None,
+    )
+
+
+async def insert(
+    database: Database,
+    *,
+    owner_id: str,
+    filename: str,
+    content_type: str | None,
+    size: int,
+    sha256: str,
+    columns: list[str],
+    row_count: int,
+    file_id: str,
+    table_file_id: str,
+) -> Dataset:
+    """Record an upload whose file and parsed table are already in GridFS."""
+    document = {
+        "owner_id": ObjectId(owner_id),
+        "filename": filename,
+        "content_type": content_type,
+        "size": size,
+        "sha256": sha256,
+        "row_count": row_count,
+        "column_count": len(columns),
+        "columns": columns,
+        "uploaded_at": datetime.now(UTC),
+        "file_id": ObjectId(file_id),
+        "table_file_id": ObjectId(table_file_id),
+        "latest_session_id": None,
+    }
+    await database[DATASETS].insert_one(document)
+    return _dataset(document)
+
+
+async def find(database: Database, dataset_id: str, owner_id: str | None = None) -> Dataset | None:
+    """The dataset with this id (and this owner, when given); a malformed id finds nothing."""
+    if not ObjectId.is_valid(dataset_id):
+        return None
+    query: dict[str, Any] = {"_id": ObjectId(dataset_id)}
+    if owner_id is not None:
+        query["owner_id"] = ObjectId(owner_id)
+    document = await database[DATASETS].find_one(query)
+    return _dataset(document) if document else None
+
+
+async def list_owned(database: Database, owner_id: str, limit: int, offset: int) -> list[Dataset]:
+    """The owner's datasets, newest first."""
+    cursor = (
+        database[DATASETS]
+        .find({"owner_id": ObjectId(owner_id)})
+        .sort([("uploaded_at", -1), ("_id", -1)])
+        .skip(offset)
+        .limit(limit)
+    )
+    return [_dataset(document) async for document in cursor]
+
+
+async def set_latest_session(database: Database, dataset_id: str, session_id: str) -> None:
+    """Point the dataset's status at this analysis session."""
+    await database[DATASETS].update_one(
+        {"_id": ObjectId(dataset_id)}, {"$set": {"latest_session_id": ObjectId(session_id)}}
+    )
+
+
+async def delete(database: Database, dataset_id: str) -> bool:
+    """Remove the dataset document; whether it existed."""
+    result = await database[DATASETS].delete_one({"_id": ObjectId(dataset_id)})
+    return result.deleted_count == 1

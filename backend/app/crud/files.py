@@ -1,0 +1,37 @@
+"""Binary payloads in GridFS: uploaded files, their parsed tables and score arrays."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+from bson import ObjectId
+from gridfs import AsyncGridFSBucket
+from gridfs.errors import NoFile
+
+from app.db.collections import Database
+
+
+async def store(database: Database, bucket: str, filename: str, data: bytes, metadata: dict[str, Any]) -> str:
+    """Write ``data`` as one GridFS file and return its id."""
+    file_id = await AsyncGridFSBucket(database, bucket_name=bucket).upload_from_stream(
+        filename, data, metadata=metadata
+    )
+    return str(file_id)
+
+
+async def read(database: Database, bucket: str, file_id: str) -> bytes:
+    """Read a whole GridFS file."""
+    stream = await AsyncGridFSBucket(database, bucket_name=bucket).open_download_stream(ObjectId(file_id))
+    return await stream.read()
+
+
+async def delete(database: Database, bucket: str, file_ids: Iterable[str | None]) -> None:
+    """Delete GridFS files, skipping ids that are ``None`` or already gone."""
+    grid = AsyncGridFSBucket(database, bucket_name=bucket)
+    for file_id in file_ids:
+        if file_id is None:
+            continue
+        with contextlib.suppress(NoFile):
+            await grid.delete(ObjectId(file_id))

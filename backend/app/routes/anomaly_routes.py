@@ -1,0 +1,155 @@
+"""Datasets and their anomaly analyses: upload, analyze, poll the status, read the anomalies and results.
+
+The detector is loaded once at startup (``app.services.models``); an analysis is queued here and run in the
+background by ``app.services.analysis_runner``, so analyze answers 202 at once and status stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, File, Query, Response, UploadFile, status
+
+from app.api import errors
+from app.api.deps import CurrentUser, DatabaseDep, ModelsDep, OwnedDataset, RunnerDep, SettingsDep
+from app.core.errors import (
+    AnalysisNotReadyError,
+    AuthenticationError,
+    ExportTooLargeError,
+    ModelUnavailableError,
+    NotFoundError,
+    UnknownModelError,
+    UploadTooLargeError,
+)
+from app.schemas.anomaly import (
+    AnalyzeRequest,
+    AnalyzeResponse,
+    AnomalyPageOut,
+    DatasetOut,
+    ModelOut,
+    StatusOut,
+)
+from app.services import analysis, datasets
+from app.services.analysis import ExportFormat
+from app.utils.anomaly_detector import ColumnMismatchError
+from app.utils.table_reader import TableReadError, UnsupportedFileTypeError
+
+router = APIRouter(prefix="/api/anomaly", tags=["anomaly"], responses=errors.responses(AuthenticationError))
+
+
+@router.post(
+    "/datasets/upload",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors.responses(TableReadError, UploadTooLargeError, UnsupportedFileTypeError),
+)
+async def upload_dataset(
+    file: Annotated[UploadFile, File(description="A .csv, .xlsx or .xls table with a header row.")],
+    user: CurrentUser,
+    database: DatabaseDep,
+    settings: SettingsDep,
+) -> DatasetOut:
+    """Store an uploaded table (in GridFS, before answering) and describe it."""
+    view = await datasets.upload(database, settings, user, file.filename, file.content_type, file.size, file.file)
+    return DatasetOut.from_view(view)
+
+
+@router.get("/datasets")
+async def list_datasets(
+    user: CurrentUser,
+    database: DatabaseDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[DatasetOut]:
+    """The caller's datasets, newest first."""
+    return [DatasetOut.from_view(view) for view in await datasets.list_owned(database, user, limit, offset)]
+
+
+@router.get("/datasets/{dataset_id}", responses=errors.responses(NotFoundError))
+async def get_dataset(dataset: OwnedDataset, database: DatabaseDep) -> DatasetOut:
+    """One of the caller's datasets."""
+    return DatasetOut.from_view(await datasets.view(database, dataset))
+
+
+@router.delete(
+    "/datasets/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors.responses(NotFoundError)
+)
+async def delete_dataset(dataset: OwnedDataset, database: DatabaseDep) -> Response:
+    """Delete a dataset with its file and its results."""
+    await datasets.delete(database, dataset)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/datasets/{dataset_id}/analyze",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=errors.responses(NotFoundError, ColumnMismatchError, UnknownModelError, ModelUnavailableError),
+)
+async def analyze_dataset(
+    dataset: OwnedDataset,
+    database: DatabaseDep,
+    models: ModelsDep,
+    runner: RunnerDep,
+    body: Annotated[AnalyzeRequest | None, Body()] = None,
+) -> AnalyzeResponse:
+    """Start an analysis in the background (or reuse an equal one); poll ``/status`` for its progress."""
+    options = body or AnalyzeRequest()
+    ticket = await analysis.request_analysis(
+        database,
+        models,
+        runner,
+        dataset,
+        threshold_percentile=options.threshold_percentile,
+        model_name=options.model,
+        force=options.force,
+    )
+    return AnalyzeResponse.from_ticket(ticket)
+
+
+@router.get("/datasets/{dataset_id}/status", responses=errors.responses(NotFoundError))
+async def dataset_status(dataset: OwnedDataset, database: DatabaseDep) -> StatusOut:
+    """The status of the dataset's latest analysis: progress, then anomaly count, threshold and timings."""
+    return StatusOut.from_status(await analysis.status(database, dataset))
+
+
+@router.get(
+    "/datasets/{dataset_id}/anomalies", responses=errors.responses(NotFoundError, AnalysisNotReadyError)
+)
+async def list_anomalies(
+    dataset: OwnedDataset,
+    database: DatabaseDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AnomalyPageOut:
+    """The anomalous rows, highest score first, with their values and the columns that explain them."""
+    return AnomalyPageOut.from_page(await analysis.anomalies(database, dataset, limit, offset))
+
+
+@router.get(
+    "/datasets/{dataset_id}/results",
+    response_class=Response,
+    responses={
+        200: {"description": "The results file", "content": {
+                "text/csv": {},
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {},
+            },},
+        **errors.responses(NotFoundError, AnalysisNotReadyError, ExportTooLargeError),
+    },
+)
+async def download_results(
+    dataset: OwnedDataset,
+    database: DatabaseDep,
+    export_format: Annotated[ExportFormat, Query(alias="format")] = "csv",
+) -> Response:
+    """Every uploaded row with ``anomaly_score`` and ``is_anomaly`` added, as CSV or an Excel workbook."""
+    results = await analysis.export_results(database, dataset, export_format)
+    return Response(
+        results.content,
+        media_type=results.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{results.filename}"'},
+    )
+
+
+@router.get("/models")
+async def list_models(user: CurrentUser, models: ModelsDep) -> list[ModelOut]:
+    """The loaded models: name, features, threshold, training date and version."""
+    return [ModelOut.from_model(model) for model in models.models]

@@ -1,0 +1,339 @@
+"""The background side of analyses: a runner in every API process claims queued sessions and runs them.
+
+Sessions are durable documents, so work survives restarts and is shared by every process on the database
+(``--workers 2``, or several hosts). A runner claims one session at a time with an atomic
+``find_one_and_update`` that also sets a lease; while the job runs, a heartbeat records progress and
+extends the lease. A session whose process died is claimed again once its lease runs out, and a worker
+that lost its lease discards its results instead of overwriting the new owner's.
+
+Parsing and scoring run in a thread, so the event loop keeps answering status requests during a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+from pymongo.errors import PyMongoError
+
+from app.core.config import Settings
+from app.crud import anomaly_pages, datasets, files, sessions
+from app.crud.sessions import AnalysisSession
+from app.db.collections import RESULTS_BUCKET, Database
+from app.services import datasets as dataset_service
+from app.services.models import ModelRegistry
+from app.services.table_snapshot import json_value
+from app.utils.anomaly_detector import TabularAnomalyDetector
+
+logger = logging.getLogger(__name__)
+
+# Scores are stored as little-endian float64, one per row: exact, so is_anomaly never flips on export.
+SCORES_DTYPE = "<f8"
+# A session interrupted this many times (its process died each time) is failed rather than retried forever.
+MAX_ATTEMPTS = 3
+# Rows scored between progress updates.
+SCORING_CHUNK_ROWS = 20_000
+# The columns named in an anomaly's top_features.
+TOP_FEATURES = 3
+# Progress writes are at most this frequent: each one competes with users' status reads.
+HEARTBEAT_SECONDS = 0.5
+STOP_TIMEOUT_SECONDS = 5.0
+# How much analyses yield the CPU to requests (a nice value: 0 normal, 19 lowest).
+BACKGROUND_NICENESS = 10
+T = TypeVar("T")
+
+
+def create_background_executor() -> ThreadPoolExecutor:
+    """The thread that loads models and runs analyses, at a lower CPU priority than request handling.
+
+    Scoring keeps every core busy; at normal priority it would make users' status requests wait behind it.
+    On Linux the nice value is per thread and inherited by threads created later, so TensorFlow's worker
+    threads (created when the first model is loaded here) yield to the event loop and the database too.
+    """
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis", initializer=_lower_thread_priority)
+
+
+def _lower_thread_priority() -> None:
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+
+
+class _LeaseLostError(Exception):
+    """Another worker took the session over (or it was deleted): stop and discard this attempt."""
+
+
+class _Timings:
+    """Seconds a session spent queued and in each step of its analysis, as status reports them."""
+
+    def __init__(self, session: AnalysisSession) -> None:
+        self.seconds: dict[str, float] = {}
+        if session.started_at is not None:
+            self.seconds["queued_seconds"] = round((session.started_at - session.created_at).total_seconds(), 3)
+        self._started = self._lap_started = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        """Record the time since the previous step as ``<step>_seconds``."""
+        now = time.perf_counter()
+        self.seconds[f"{step}_seconds"] = round(now - self._lap_started, 3)
+        self._lap_started = now
+
+    def total(self) -> dict[str, float]:
+        """Every step so far, with the total since the session was claimed."""
+        return {**self.seconds, "total_seconds": round(time.perf_counter() - self._started, 3)}
+
+
+class _Progress:
+    """Progress shared between a job's thread (which sets it) and its heartbeat (which records it)."""
+
+    def __init__(self) -> None:
+        self.percent = 1
+        self.lease_lost = False
+
+    def set(self, percent: float) -> None:
+        """Move progress forward (never back, never to 100 before the results are stored)."""
+        if self.lease_lost:
+            raise _LeaseLostError
+        self.percent = int(min(max(percent, self.percent), 99))
+
+
+@dataclass(frozen=True)
+class ScoredTable:
+    """One analysis's output: every row's score and the anomalies, ranked, ready to store."""
+
+    scores: np.ndarray
+    anomalies: list[dict[str, Any]]
+
+
+class AnalysisRunner:
+    """Runs this process's share of queued analysis sessions, one at a time."""
+
+    def __init__(
+        self, database: Database, models: ModelRegistry, settings: Settings, executor: ThreadPoolExecutor
+    ) -> None:
+        self.database = database
+        self.executor = executor
+        self.models = models
+        self.lease_seconds = settings.analysis_lease_seconds
+        self.poll_seconds = settings.analysis_poll_seconds
+        self.fallback_epochs = settings.autoencoder_fallback_epochs
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start claiming work (a process that can run no model claims nothing)."""
+        if not self.models.runnable_versions():
+            logger.info("Analysis runner idle: no model loaded and fallback training off")
+            return
+        self._task = asyncio.create_task(self._run_forever(), name="analysis-runner")
+
+    async def stop(self) -> None:
+        """Stop; a job in progress is put back in the queue for another process."""
+        if self._task is not None:
+            self._task.cancel()
+            # A database call cut off mid-way (the server went down) can hold the cancellation back until its
+            # own timeout: shutdown does not wait for that.
+            await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_SECONDS)
+            self._task = None
+
+    async def _in_background(self, function: Callable[..., T], *arguments: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *arguments)
+
+    def wake(self) -> None:
+        """Look for work now (this process just queued a session) rather than at the next poll."""
+        self._wake.set()
+
+    async def _run_forever(self) -> None:
+        versions = self.models.runnable_versions()
+        while True:
+            self._wake.clear()
+            try:
+                session = await sessions.claim_next(self.database, self.worker_id, self.lease_seconds, versions)
+            except PyMongoError as error:
+                logger.warning("Could not look for queued analyses (%s); retrying", error)
+                session = None
+            if session is not None:
+                await self._run(session)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    async def _run(self, session: AnalysisSession) -> None:
+        progress = _Progress()
+        heartbeat = asyncio.create_task(self._keep_lease(session, progress))
+        timings = _Timings(session)
+        try:
+            if session.attempts > MAX_ATTEMPTS:
+                raise RuntimeError(
+                    f"The analysis was interrupted {MAX_ATTEMPTS} times (its server process stopped each time); "
+                    "the file may be too large for the server's memory. Try a smaller file."
+                )
+            await self._analyse(session, progress, timings)
+        except asyncio.CancelledError:
+            await asyncio.shield(sessions.release(self.database, session.id, self.worker_id))
+            logger.info("Session %s put back in the queue: this process is stopping", session.id)
+            raise
+        except _LeaseLostError:
+            logger.warning(
+                "Session %s was taken over or deleted while %s ran it: result discarded", session.id, self.worker_id
+            )
+        except Exception as error:
+            logger.exception("Session %s failed", session.id)
+            with contextlib.suppress(PyMongoError):
+                await sessions.fail(self.database, session.id, self.worker_id, _user_message(error), timings.total())
+        finally:
+            heartbeat.cancel()
+
+    async def _analyse(self, session: AnalysisSession, progress: _Progress, timings: _Timings) -> None:
+        dataset = await datasets.find(self.database, session.dataset_id)
+        if dataset is None:
+            # Deleted between the analyze request and now: its sessions go with it.
+            await sessions.delete_for_dataset(self.database, session.dataset_id)
+            raise _LeaseLostError
+        table = await dataset_service.load_table(self.database, dataset)
+        timings.lap("load")
+        progress.set(10)
+
+        if session.fallback_train:
+            detector = await self._in_background(
+                _train_on_dataset, table, session.threshold_percentile, self.fallback_epochs
+            )
+            threshold = detector.threshold
+            timings.lap("train")
+            progress.set(50)
+        else:
+            model = self.models.by_version(session.model_version)
+            if model is None:
+                raise RuntimeError(
+                    f"Model {session.model!r} version {session.model_version} is no longer loaded: analyze again."
+                )
+            detector = model.detector
+            threshold = (
+                detector.threshold
+                if session.threshold_percentile == detector.threshold_percentile
+                else detector.threshold_at(session.threshold_percentile)
+            )
+        scored = await self._in_background(score_table, detector, table, threshold, progress)
+        timings.lap("score")
+        progress.set(95)
+        await self._store(session, scored, threshold, timings)
+
+    async def _store(self, session: AnalysisSession, scored: ScoredTable, threshold: float, timings: _Timings) -> None:
+        scores = scored.scores.astype(SCORES_DTYPE).tobytes()
+        scores_file_id = await files.store(
+            self.database, RESULTS_BUCKET, f"{session.id}.scores", scores, {"session_id": session.id}
+        )
+        try:
+            # Pages an interrupted earlier attempt left behind would collide with this attempt's.
+            await anomaly_pages.delete_for_sessions(self.database, [session.id])
+            await anomaly_pages.insert(self.database, session.id, scored.anomalies)
+            timings.lap("store")
+            completed = await sessions.complete(
+                self.database,
+                session.id,
+                self.worker_id,
+                row_count=len(scored.scores),
+                anomaly_count=len(scored.anomalies),
+                threshold=threshold,
+                timings=timings.total(),
+                scores_file_id=scores_file_id,
+            )
+        except BaseException:
+            await asyncio.shield(files.delete(self.database, RESULTS_BUCKET, [scores_file_id]))
+            raise
+        if not completed:
+            await files.delete(self.database, RESULTS_BUCKET, [scores_file_id])
+            if await sessions.find(self.database, session.id) is None:
+                await anomaly_pages.delete_for_sessions(self.database, [session.id])
+            raise _LeaseLostError
+        logger.info(
+            "Session %s analysed by %s: %d rows, %d anomalies in %.2f s",
+            session.id, self.worker_id, len(scored.scores), len(scored.anomalies), timings.total()["total_seconds"],
+        )  # fmt: skip
+
+    async def _keep_lease(self, session: AnalysisSession, progress: _Progress) -> None:
+        recorded, renewed = progress.percent, time.monotonic()
+        interval = min(HEARTBEAT_SECONDS, self.lease_seconds / 4)
+        while True:
+            await asyncio.sleep(interval)
+            if progress.percent == recorded and time.monotonic() - renewed < self.lease_seconds / 3:
+                continue
+            try:
+                owned = await sessions.heartbeat(
+                    self.database, session.id, self.worker_id, progress.percent, self.lease_seconds
+                )
+            except PyMongoError as error:
+                logger.warning("Heartbeat of session %s failed (%s); retrying", session.id, error)
+                continue
+            if not owned:
+                progress.lease_lost = True
+                return
+            recorded, renewed = progress.percent, time.monotonic()
+
+
+def score_table(
+    detector: TabularAnomalyDetector, table: pd.DataFrame, threshold: float, progress: _Progress
+) -> ScoredTable:
+    """Score every row and rank the rows above ``threshold`` with their values and top features."""
+    start_percent = progress.percent
+    scores = np.empty(len(table), dtype=np.float64)
+    rows: list[np.ndarray] = []
+    shares: list[np.ndarray] = []
+    for start in range(0, len(table), SCORING_CHUNK_ROWS):
+        details = detector.score_details(table.iloc[start : start + SCORING_CHUNK_ROWS])
+        scores[start : start + len(details.scores)] = details.scores
+        hits = np.flatnonzero(details.scores > threshold)
+        rows.append(hits + start)
+        shares.append(details.column_shares()[hits])
+        progress.set(start_percent + (start + len(details.scores)) / len(table) * (90 - start_percent))
+    anomalous, column_shares = np.concatenate(rows), np.concatenate(shares)
+    order = np.argsort(-scores[anomalous], kind="stable")
+    anomalous, column_shares = anomalous[order], column_shares[order]
+    return ScoredTable(
+        scores, _anomaly_items(table, anomalous, scores[anomalous], column_shares, detector.feature_names)
+    )
+
+
+def _anomaly_items(
+    table: pd.DataFrame, rows: np.ndarray, scores: np.ndarray, shares: np.ndarray, feature_names: list[str]
+) -> list[dict[str, Any]]:
+    names = [str(column) for column in table.columns]
+    values = table.iloc[rows].to_numpy(dtype=object)
+    top = np.argsort(-shares, axis=1, kind="stable")[:, :TOP_FEATURES]
+    return [
+        {
+            "row": int(row),
+            "score": float(score),
+            "values": {name: json_value(value) for name, value in zip(names, row_values, strict=True)},
+            "top_features": [
+                {"column": feature_names[index], "share": round(float(row_shares[index]), 4)} for index in row_top
+            ],
+        }
+        for row, score, row_values, row_shares, row_top in zip(rows, scores, values, shares, top, strict=True)
+    ]
+
+
+def _train_on_dataset(table: pd.DataFrame, threshold_percentile: float, epochs: int) -> TabularAnomalyDetector:
+    """The slow fallback path: train a detector on the dataset itself (AUTOENCODER_FALLBACK_TRAIN=true)."""
+    detector = TabularAnomalyDetector(threshold_percentile=threshold_percentile, random_state=0)
+    detector.train(table, epochs=epochs, verbose=0)
+    return detector
+
+
+def _user_message(error: Exception) -> str:
+    if isinstance(error, ValueError | RuntimeError):
+        return str(error)
+    return f"Internal error while analysing ({type(error).__name__}): see the server log, then analyze again."

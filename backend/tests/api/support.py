@@ -1,0 +1,157 @@
+"""Helpers for the end-to-end tests: a real server process, accounts, uploads and status polling."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+BACKEND_DIR = Path(__file__).resolve().parents[2]
+STARTUP_SECONDS = 120
+# Shared by every test server: tests sign their own (expired, forged) tokens with it.
+JWT_SECRET = secrets.token_urlsafe(32)
+MAX_UPLOAD_MB = 2
+
+
+class ApiServer:
+    """A real ``python -m app.serve`` process on a free port, with its log in a file."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ApiServer:
+        """Start the process (without waiting for it to answer)."""
+        self.port = free_port()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.serve", "--port", str(self.port)],
+                cwd=BACKEND_DIR,
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def wait_until_up(self) -> ApiServer:
+        """Wait until ``/health`` answers; fail with the log if the process exits or takes too long."""
+        assert self.process is not None
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"{self.name} exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"{self.name} did not start within {STARTUP_SECONDS} s:\n{self.log_text()[-3000:]}")
+
+    def begin_stop(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` once, without waiting: several servers can then drain at the same time."""
+        if self.process is not None and self.process.poll() is None and not self._stopping:
+            self.process.send_signal(sig)
+            self._stopping = True
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Stop the process with ``sig`` (unless already asked to) and return its exit status."""
+        if self.process is None:
+            return None
+        self.begin_stop(sig)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        status, self.process, self._stopping = self.process.returncode, None, False
+        return status
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Account:
+    """A registered user and the headers that authenticate as them."""
+
+    username: str
+    headers: dict[str, str]
+
+
+def register(server: ApiServer, prefix: str = "user") -> Account:
+    """Register a fresh user on ``server`` and log in."""
+    username = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    password = "a-long-password"
+    with server.client() as client:
+        assert client.post("/api/auth/register", json={"username": username, "password": password}).status_code == 201
+        answer = client.post("/api/auth/token", data={"username": username, "password": password})
+    assert answer.status_code == 200, answer.text
+    return Account(username, {"Authorization": f"Bearer {answer.json()['access_token']}"})
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False).encode("utf-8")
+
+
+def xlsx_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_excel(buffer, index=False, engine="openpyxl")
+    return buffer.getvalue()
+
+
+def upload(client: httpx.Client, account: Account, filename: str, content: bytes) -> httpx.Response:
+    return client.post("/api/anomaly/datasets/upload", headers=account.headers, files={"file": (filename, content)})
+
+
+def upload_ok(client: httpx.Client, account: Account, filename: str, content: bytes) -> str:
+    answer = upload(client, account, filename, content)
+    assert answer.status_code == 201, answer.text
+    dataset_id: str = answer.json()["id"]
+    return dataset_id
+
+
+def wait_for_status(
+    client: httpx.Client, account: Account, dataset_id: str, until: tuple[str, ...] = ("analyzed", "failed"),
+    timeout: float = 90,
+) -> dict[str, object]:
+    """Poll the status until it is one of ``until``; return the last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = client.get(f"/api/anomaly/datasets/{dataset_id}/status", headers=account.headers)
+        assert answer.status_code == 200, answer.text
+        body: dict[str, object] = answer.json()
+        if body["status"] in until:
+            return body
+        assert time.monotonic() < deadline, f"still {body['status']} after {timeout} s: {body}"
+        time.sleep(0.05)
