@@ -27,10 +27,11 @@ from app.schemas.anomaly import (
     AnomalyPageOut,
     DatasetOut,
     ModelOut,
+    ScoreHistogramOut,
     StatusOut,
 )
 from app.services import analysis, datasets
-from app.services.analysis import ExportFormat
+from app.services.analysis import ExportFormat, HistogramScale
 from app.utils.anomaly_detector import ColumnMismatchError
 from app.utils.table_reader import TableReadError, UnsupportedFileTypeError
 
@@ -122,6 +123,19 @@ async def list_anomalies(
 ) -> AnomalyPageOut:
     """The anomalous rows, highest score first, with their values and the columns that explain them."""
     return AnomalyPageOut.from_page(await analysis.anomalies(database, dataset, limit, offset))
+
+
+@router.get(
+    "/datasets/{dataset_id}/scores/histogram", responses=errors.responses(NotFoundError, AnalysisNotReadyError)
+)
+async def score_histogram(
+    dataset: OwnedDataset,
+    database: DatabaseDep,
+    bins: Annotated[int, Query(ge=5, le=200, description="How many bins.")] = 40,
+    scale: Annotated[HistogramScale, Query(description="Spacing of the bin edges.")] = "linear",
+) -> ScoreHistogramOut:
+    """How the scores of all rows are distributed, with the threshold: bin edges and a row count per bin."""
+    return ScoreHistogramOut.from_histogram(await analysis.score_histogram(database, dataset, bins, scale))
 
 
 @router.get(

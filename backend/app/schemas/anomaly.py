@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.crud.sessions import AnalysisSession
-from app.services.analysis import AnalysisStatus, AnalysisTicket, AnomalyPage
+from app.services.analysis import AnalysisStatus, AnalysisTicket, AnomalyPage, ScoreHistogram
 from app.services.datasets import UPLOADED, DatasetView
 from app.services.models import LoadedModel
 
@@ -159,6 +159,32 @@ class AnomalyPageOut(BaseModel):
             threshold=page.session.threshold or 0.0,
             session_id=page.session.id,
             items=[AnomalyOut.model_validate(item) for item in page.items],
+        )
+
+
+class ScoreHistogramOut(BaseModel):
+    """The scores of all rows of the latest analysis, binned; the threshold lies within the bins' range."""
+
+    edges: list[float] = Field(description="Bin edges, ascending: one more than counts.")
+    counts: list[int] = Field(description="Rows per bin; the last bin includes its upper edge.")
+    scale: str = Field(description="linear or log: how the edges are spaced.")
+    threshold: float = Field(description="Rows scoring above it are anomalies.")
+    row_count: int
+    anomaly_count: int
+    session_id: str
+
+    @classmethod
+    def from_histogram(cls, histogram: ScoreHistogram) -> ScoreHistogramOut:
+        """The API's view of a score histogram."""
+        session = histogram.session
+        return cls(
+            edges=histogram.edges,
+            counts=histogram.counts,
+            scale=histogram.scale,
+            threshold=session.threshold or 0.0,
+            row_count=sum(histogram.counts),
+            anomaly_count=session.anomaly_count or 0,
+            session_id=session.id,
         )
 
 

@@ -30,6 +30,8 @@ FALLBACK_PERCENTILE = 95.0
 QUEUE_ATTEMPTS = 5
 EXCEL_MAX_ROWS = 1_048_575  # one row of an Excel sheet is the header
 ExportFormat = Literal["csv", "xlsx"]
+# Log-spaced bins show the bulk of normal scores and the far tail of anomalies in one picture.
+HistogramScale = Literal["linear", "log"]
 _MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -60,6 +62,16 @@ class AnomalyPage:
     offset: int
     limit: int
     items: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ScoreHistogram:
+    """How the scores of all rows of an analysis are distributed: ``len(edges) == len(counts) + 1``."""
+
+    session: AnalysisSession
+    edges: list[float]
+    counts: list[int]
+    scale: HistogramScale
 
 
 @dataclass(frozen=True)
@@ -148,7 +160,7 @@ async def export_results(database: Database, dataset: Dataset, export_format: Ex
         )
     assert session.scores_file_id is not None and session.threshold is not None
     table = await dataset_service.load_table(database, dataset)
-    scores = np.frombuffer(await files.read(database, RESULTS_BUCKET, session.scores_file_id), dtype=SCORES_DTYPE)
+    scores = await _stored_scores(database, session)
     content = await asyncio.to_thread(_render_results, table, scores, session.threshold, export_format)
     # An ASCII name keeps the Content-Disposition header valid whatever the upload was called.
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", PurePath(dataset.filename).stem).strip("._") or "dataset"
@@ -162,6 +174,43 @@ def _render_results(table: pd.DataFrame, scores: np.ndarray, threshold: float, e
     buffer = io.BytesIO()
     results.to_excel(buffer, index=False, engine="openpyxl")
     return buffer.getvalue()
+
+
+async def score_histogram(database: Database, dataset: Dataset, bins: int, scale: HistogramScale) -> ScoreHistogram:
+    """The histogram of every row's score in the dataset's latest analysis, with the threshold inside its range.
+
+    ``log`` bins need a positive lower edge: scores at or below zero (the detector gives none) are counted in
+    the first bin, and without any positive score or threshold the bins are linear.
+    """
+    session = await _analysed_session(database, dataset)
+    assert session.threshold is not None
+    scores = await _stored_scores(database, session)
+    counts, edges, used_scale = await asyncio.to_thread(_histogram, scores, session.threshold, bins, scale)
+    return ScoreHistogram(session, edges.tolist(), counts.tolist(), used_scale)
+
+
+def _histogram(
+    scores: np.ndarray, threshold: float, bins: int, scale: HistogramScale
+) -> tuple[np.ndarray, np.ndarray, HistogramScale]:
+    low, high = min(float(scores.min()), threshold), max(float(scores.max()), threshold)
+    if scale == "log":
+        positive = np.append(scores, threshold)
+        positive = positive[positive > 0]
+        if positive.size:
+            low = float(positive.min())
+            edges = np.geomspace(low, max(high, low * 1.01), bins + 1)
+            counts, _ = np.histogram(np.clip(scores, low, None), bins=edges)
+            return counts, edges, "log"
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, bins + 1)
+    counts, _ = np.histogram(scores, bins=edges)
+    return counts, edges, "linear"
+
+
+async def _stored_scores(database: Database, session: AnalysisSession) -> np.ndarray:
+    assert session.scores_file_id is not None
+    return np.frombuffer(await files.read(database, RESULTS_BUCKET, session.scores_file_id), dtype=SCORES_DTYPE)
 
 
 async def _analysed_session(database: Database, dataset: Dataset) -> AnalysisSession:
