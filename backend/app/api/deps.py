@@ -57,8 +57,9 @@ def get_database(resources: ResourcesDep) -> Database:
     return resources.database
 
 
-def get_models(resources: ResourcesDep) -> ModelRegistry:
-    """The loaded models."""
+async def get_models(resources: ResourcesDep) -> ModelRegistry:
+    """The loaded models, with any model switched on disk picked up (looked at every few seconds at most)."""
+    await resources.models.refresh()
     return resources.models
 
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.core.errors import (
+    AmbiguousModelError,
     AnalysisNotReadyError,
     AuthenticationError,
     ExportTooLargeError,
@@ -49,6 +50,7 @@ HTTP_ERRORS: dict[type[Exception], HttpError] = {
     UnsupportedFileTypeError: HttpError(415, "The file is not .csv, .xlsx or .xls"),
     ColumnMismatchError: HttpError(422, "The dataset's columns don't match the model"),
     UnknownModelError: HttpError(422, "No model of that name is loaded"),
+    AmbiguousModelError: HttpError(422, "Several models fit the dataset's columns: name one"),
     ExportTooLargeError: HttpError(422, "The results do not fit the requested format"),
     ModelUnavailableError: HttpError(503, "No model is loaded and fallback training is off"),
 }

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     analysis_lease_seconds: float = Field(default=60, gt=0)
     # How often an idle analysis runner looks for queued work that another process accepted.
     analysis_poll_seconds: float = Field(default=1.0, gt=0)
+    # How often, at most, the model folders are checked for a new version (a retrained or re-linked model).
+    model_check_seconds: float = Field(default=2.0, ge=0)
 
     @property
     def model_path(self) -> Path:

@@ -40,6 +40,10 @@ class UnknownModelError(ServiceError):
     """The analysis asked for a model that is not loaded."""
 
 
+class AmbiguousModelError(ServiceError):
+    """Several loaded models fit the dataset's columns and the request named none of them."""
+
+
 class ModelUnavailableError(ServiceError):
     """No model is loaded and fallback training is off."""
 

@@ -51,10 +51,18 @@ class AnalysisSession:
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     scores_file_id: str | None = None
+    top_columns_file_id: str | None = None
+    feature_names: list[str] = field(default_factory=list)
+
+    @property
+    def file_ids(self) -> list[str]:
+        """The session's result files in GridFS (none before it is analysed)."""
+        return [file_id for file_id in (self.scores_file_id, self.top_columns_file_id) if file_id is not None]
 
 
 def _session(document: dict[str, Any]) -> AnalysisSession:
     scores_file_id = document.get("scores_file_id")
+    top_columns_file_id = document.get("top_columns_file_id")
     return AnalysisSession(
         id=str(document["_id"]),
         dataset_id=str(document["dataset_id"]),
@@ -75,6 +83,8 @@ def _session(document: dict[str, Any]) -> AnalysisSession:
         timings=dict(document.get("timings") or {}),
         error=document.get("error"),
         scores_file_id=str(scores_file_id) if scores_file_id else None,
+        top_columns_file_id=str(top_columns_file_id) if top_columns_file_id else None,
+        feature_names=list(document.get("feature_names") or []),
     )
 
 
@@ -197,6 +207,8 @@ async def complete(
     threshold: float,
     timings: dict[str, float],
     scores_file_id: str,
+    top_columns_file_id: str,
+    feature_names: list[str],
 ) -> bool:
     """Mark the session analysed; ``False`` (nothing written) when the worker no longer owns it."""
     result = await database[ANALYSIS_SESSIONS].update_one(
@@ -210,6 +222,8 @@ async def complete(
                 "threshold": threshold,
                 "timings": timings,
                 "scores_file_id": ObjectId(scores_file_id),
+                "top_columns_file_id": ObjectId(top_columns_file_id),
+                "feature_names": feature_names,
                 "finished_at": datetime.now(UTC),
             },
             "$unset": {"lease_owner": "", "lease_expires_at": ""},

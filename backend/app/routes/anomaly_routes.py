@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, File, Query, Response, UploadFile, status
+from fastapi.responses import StreamingResponse
 
 from app.api import errors
 from app.api.deps import CurrentUser, DatabaseDep, ModelsDep, OwnedDataset, RunnerDep, SettingsDep
 from app.core.errors import (
+    AmbiguousModelError,
     AnalysisNotReadyError,
     AuthenticationError,
     ExportTooLargeError,
@@ -83,7 +85,9 @@ async def delete_dataset(dataset: OwnedDataset, database: DatabaseDep) -> Respon
 @router.post(
     "/datasets/{dataset_id}/analyze",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=errors.responses(NotFoundError, ColumnMismatchError, UnknownModelError, ModelUnavailableError),
+    responses=errors.responses(
+        NotFoundError, ColumnMismatchError, UnknownModelError, AmbiguousModelError, ModelUnavailableError
+    ),
 )
 async def analyze_dataset(
     dataset: OwnedDataset,
@@ -92,7 +96,10 @@ async def analyze_dataset(
     runner: RunnerDep,
     body: Annotated[AnalyzeRequest | None, Body()] = None,
 ) -> AnalyzeResponse:
-    """Start an analysis in the background (or reuse an equal one); poll ``/status`` for its progress."""
+    """Start an analysis in the background (or reuse an equal one); poll ``/status`` for its progress.
+
+    Without ``model``, the default model is used if the dataset has its columns, else the one model that fits.
+    """
     options = body or AnalyzeRequest()
     ticket = await analysis.request_analysis(
         database,
@@ -140,7 +147,7 @@ async def score_histogram(
 
 @router.get(
     "/datasets/{dataset_id}/results",
-    response_class=Response,
+    response_class=StreamingResponse,
     responses={
         200: {"description": "The results file", "content": {
                 "text/csv": {},
@@ -154,10 +161,13 @@ async def download_results(
     database: DatabaseDep,
     export_format: Annotated[ExportFormat, Query(alias="format")] = "csv",
 ) -> Response:
-    """Every uploaded row with ``anomaly_score`` and ``is_anomaly`` added, as CSV or an Excel workbook."""
+    """Every uploaded row in its order with ``anomaly_score``, ``is_anomaly`` and ``top_feature`` added, streamed.
+
+    Text cells a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``...) are prefixed with ``'``.
+    """
     results = await analysis.export_results(database, dataset, export_format)
-    return Response(
-        results.content,
+    return StreamingResponse(
+        results.blocks,
         media_type=results.media_type,
         headers={"Content-Disposition": f'attachment; filename="{results.filename}"'},
     )
@@ -165,5 +175,6 @@ async def download_results(
 
 @router.get("/models")
 async def list_models(user: CurrentUser, models: ModelsDep) -> list[ModelOut]:
-    """The loaded models: name, features, threshold, training date and version."""
+    """The loaded models: name, features, threshold, training date and version (a switched model shows its new
+    version within a few seconds, without a restart)."""
     return [ModelOut.from_model(model) for model in models.models]

@@ -127,16 +127,37 @@ class TopFeature(BaseModel):
     """A column that explains an anomaly, with its share of the row's reconstruction error."""
 
     column: str
-    share: float = Field(ge=0, le=1)
+    share: float = Field(ge=0, le=1, description="The column's share of the row's reconstruction error.")
+    expected: float | str | None = Field(
+        default=None,
+        description="The value the model expected in this column (a number, or the likeliest text); null for "
+        "dates and when no single value fits.",
+    )
 
 
 class AnomalyOut(BaseModel):
     """One anomalous row."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "row": 17,
+                "score": 41.7,
+                "values": {"id": 18, "timestamp": "2025-03-04T13:00:00", "region": "north", "value3": 5512.0},
+                "top_features": [
+                    {"column": "value3", "share": 0.93, "expected": 118.4},
+                    {"column": "value2", "share": 0.02, "expected": 52.1},
+                ],
+            }
+        }
+    )
+
     row: int = Field(description="0-based data row of the uploaded file.")
     score: float = Field(description="Anomaly score; higher is more anomalous.")
-    values: dict[str, Any] = Field(description="The row as uploaded.")
-    top_features: list[TopFeature]
+    values: dict[str, Any] = Field(
+        description="The row as uploaded: numbers, text, dates as ISO 8601 text, missing cells as null."
+    )
+    top_features: list[TopFeature] = Field(description="The columns that contributed most, largest share first.")
 
 
 class AnomalyPageOut(BaseModel):

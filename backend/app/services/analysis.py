@@ -6,14 +6,13 @@ The work itself runs in ``app.services.analysis_runner``; this module only valid
 from __future__ import annotations
 
 import asyncio
-import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from app.core.errors import AnalysisNotReadyError, ExportTooLargeError
 from app.crud import anomaly_pages, datasets, files, sessions
@@ -21,7 +20,8 @@ from app.crud.datasets import Dataset
 from app.crud.sessions import AnalysisSession, SessionStatus
 from app.db.collections import RESULTS_BUCKET, Database
 from app.services import datasets as dataset_service
-from app.services.analysis_runner import SCORES_DTYPE, AnalysisRunner
+from app.services import results_export
+from app.services.analysis_runner import SCORES_DTYPE, TOP_COLUMNS_DTYPE, AnalysisRunner
 from app.services.models import FALLBACK_VERSION, ModelRegistry
 
 # The fallback path trains a detector with its default percentile unless the request sets one.
@@ -76,9 +76,9 @@ class ScoreHistogram:
 
 @dataclass(frozen=True)
 class ExportedResults:
-    """The results file: every uploaded row with ``anomaly_score`` and ``is_anomaly``."""
+    """The results file, to stream: every uploaded row with ``anomaly_score``, ``is_anomaly``, ``top_feature``."""
 
-    content: bytes
+    blocks: Iterator[bytes]
     filename: str
     media_type: str
 
@@ -96,12 +96,13 @@ async def request_analysis(
     """Queue an analysis of ``dataset``, or return the live one with the same model and settings.
 
     Everything that can be checked without reading the data is checked here, before the request is
-    answered: the model exists (``UnknownModelError``, ``ModelUnavailableError``) and the dataset has the
-    columns it needs (``ColumnMismatchError``). ``force`` always starts a new session.
+    answered: which model fits the dataset's columns, or that the named one does (``ModelRegistry.select``).
+    A percentile is re-thresholded against the model's stored training scores, no retraining; the session
+    key holds the model version and the percentile, so other settings are another session. ``force`` always
+    starts a new session.
     """
-    model = models.resolve(model_name)
+    model = models.select(model_name, dataset.columns)
     if model is not None:
-        model.detector.check_columns(dataset.columns)
         percentile = model.detector.threshold_percentile if threshold_percentile is None else threshold_percentile
         version = model.version
     else:
@@ -158,22 +159,21 @@ async def export_results(database: Database, dataset: Dataset, export_format: Ex
         raise ExportTooLargeError(
             f"{dataset.row_count:,} rows do not fit an Excel sheet ({EXCEL_MAX_ROWS:,} at most): use format=csv."
         )
-    assert session.scores_file_id is not None and session.threshold is not None
+    assert session.threshold is not None
     table = await dataset_service.load_table(database, dataset)
+    top_columns = None
+    if session.top_columns_file_id is not None:
+        stored = await files.read(database, RESULTS_BUCKET, session.top_columns_file_id)
+        top_columns = np.frombuffer(stored, dtype=TOP_COLUMNS_DTYPE)
     scores = await _stored_scores(database, session)
-    content = await asyncio.to_thread(_render_results, table, scores, session.threshold, export_format)
+    results = results_export.RowResults(scores, session.threshold, top_columns, session.feature_names)
+    if export_format == "csv":
+        blocks = results_export.csv_blocks(table, results)
+    else:
+        blocks = results_export.file_blocks(await asyncio.to_thread(results_export.write_xlsx, table, results))
     # An ASCII name keeps the Content-Disposition header valid whatever the upload was called.
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", PurePath(dataset.filename).stem).strip("._") or "dataset"
-    return ExportedResults(content, f"{stem}_results.{export_format}", _MEDIA_TYPES[export_format])
-
-
-def _render_results(table: pd.DataFrame, scores: np.ndarray, threshold: float, export_format: ExportFormat) -> bytes:
-    results = table.assign(anomaly_score=scores, is_anomaly=scores > threshold)
-    if export_format == "csv":
-        return results.to_csv(index=False).encode("utf-8")
-    buffer = io.BytesIO()
-    results.to_excel(buffer, index=False, engine="openpyxl")
-    return buffer.getvalue()
+    return ExportedResults(blocks, f"{stem}_results.{export_format}", _MEDIA_TYPES[export_format])
 
 
 async def score_histogram(database: Database, dataset: Dataset, bins: int, scale: HistogramScale) -> ScoreHistogram:

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 # Scores are stored as little-endian float64, one per row: exact, so is_anomaly never flips on export.
 SCORES_DTYPE = "<f8"
+# Each row's top contributing column, as an index into the session's feature_names (-1: none), one per row.
+TOP_COLUMNS_DTYPE = "<i4"
 # A session interrupted this many times (its process died each time) is failed rather than retried forever.
 MAX_ATTEMPTS = 3
 # Rows scored between progress updates.
@@ -111,9 +113,11 @@ class _Progress:
 
 @dataclass(frozen=True)
 class ScoredTable:
-    """One analysis's output: every row's score and the anomalies, ranked, ready to store."""
+    """One analysis's output, ready to store: every row's score and top column, and the anomalies, ranked."""
 
     scores: np.ndarray
+    top_columns: np.ndarray  # per row: index into feature_names of the column contributing most; -1 for none
+    feature_names: list[str]
     anomalies: list[dict[str, Any]]
 
 
@@ -134,10 +138,7 @@ class AnalysisRunner:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start claiming work (a process that can run no model claims nothing)."""
-        if not self.models.runnable_versions():
-            logger.info("Analysis runner idle: no model loaded and fallback training off")
-            return
+        """Start claiming work (while this process can run no model, it claims nothing)."""
         self._task = asyncio.create_task(self._run_forever(), name="analysis-runner")
 
     async def stop(self) -> None:
@@ -157,14 +158,19 @@ class AnalysisRunner:
         self._wake.set()
 
     async def _run_forever(self) -> None:
-        versions = self.models.runnable_versions()
         while True:
             self._wake.clear()
+            session = None
             try:
-                session = await sessions.claim_next(self.database, self.worker_id, self.lease_seconds, versions)
+                # A model switched on disk is served (and its sessions claimed) without a restart.
+                await self.models.refresh()
+                versions = self.models.claimable_versions()
+                if versions:
+                    session = await sessions.claim_next(self.database, self.worker_id, self.lease_seconds, versions)
             except PyMongoError as error:
                 logger.warning("Could not look for queued analyses (%s); retrying", error)
-                session = None
+            except Exception:
+                logger.exception("Could not look for queued analyses; retrying")
             if session is not None:
                 await self._run(session)
                 continue
@@ -191,6 +197,11 @@ class AnalysisRunner:
                 "Session %s was taken over or deleted while %s ran it: result discarded", session.id, self.worker_id
             )
         except Exception as error:
+            with contextlib.suppress(PyMongoError):
+                if await datasets.find(self.database, session.dataset_id) is None:
+                    # The dataset was deleted while its analysis ran (its files went first): nothing to report.
+                    await self._discard_deleted(session)
+                    return
             logger.exception("Session %s failed", session.id)
             with contextlib.suppress(PyMongoError):
                 await sessions.fail(self.database, session.id, self.worker_id, _user_message(error), timings.total())
@@ -200,9 +211,8 @@ class AnalysisRunner:
     async def _analyse(self, session: AnalysisSession, progress: _Progress, timings: _Timings) -> None:
         dataset = await datasets.find(self.database, session.dataset_id)
         if dataset is None:
-            # Deleted between the analyze request and now: its sessions go with it.
-            await sessions.delete_for_dataset(self.database, session.dataset_id)
-            raise _LeaseLostError
+            await self._discard_deleted(session)
+            return
         table = await dataset_service.load_table(self.database, dataset)
         timings.lap("load")
         progress.set(10)
@@ -218,7 +228,8 @@ class AnalysisRunner:
             model = self.models.by_version(session.model_version)
             if model is None:
                 raise RuntimeError(
-                    f"Model {session.model!r} version {session.model_version} is no longer loaded: analyze again."
+                    f"Model {session.model!r} version {session.model_version} was replaced on disk before the "
+                    "analysis started: analyze again to use the new version."
                 )
             detector = model.detector
             threshold = (
@@ -231,12 +242,24 @@ class AnalysisRunner:
         progress.set(95)
         await self._store(session, scored, threshold, timings)
 
+    async def _discard_deleted(self, session: AnalysisSession) -> None:
+        """The session's dataset is gone: remove what a delete racing this analysis may have missed."""
+        removed = await sessions.delete_for_dataset(self.database, session.dataset_id)
+        session_ids = {session.id, *(other.id for other in removed)}
+        await anomaly_pages.delete_for_sessions(self.database, session_ids)
+        await files.delete(self.database, RESULTS_BUCKET, [file_id for other in removed for file_id in other.file_ids])
+        logger.info("Session %s dropped: its dataset %s was deleted", session.id, session.dataset_id)
+
     async def _store(self, session: AnalysisSession, scored: ScoredTable, threshold: float, timings: _Timings) -> None:
+        metadata = {"session_id": session.id}
         scores = scored.scores.astype(SCORES_DTYPE).tobytes()
-        scores_file_id = await files.store(
-            self.database, RESULTS_BUCKET, f"{session.id}.scores", scores, {"session_id": session.id}
-        )
+        top_columns = scored.top_columns.astype(TOP_COLUMNS_DTYPE).tobytes()
+        scores_file_id = await files.store(self.database, RESULTS_BUCKET, f"{session.id}.scores", scores, metadata)
+        top_columns_file_id: str | None = None
         try:
+            top_columns_file_id = await files.store(
+                self.database, RESULTS_BUCKET, f"{session.id}.top_columns", top_columns, metadata
+            )
             # Pages an interrupted earlier attempt left behind would collide with this attempt's.
             await anomaly_pages.delete_for_sessions(self.database, [session.id])
             await anomaly_pages.insert(self.database, session.id, scored.anomalies)
@@ -250,12 +273,14 @@ class AnalysisRunner:
                 threshold=threshold,
                 timings=timings.total(),
                 scores_file_id=scores_file_id,
+                top_columns_file_id=top_columns_file_id,
+                feature_names=scored.feature_names,
             )
         except BaseException:
-            await asyncio.shield(files.delete(self.database, RESULTS_BUCKET, [scores_file_id]))
+            await asyncio.shield(files.delete(self.database, RESULTS_BUCKET, [scores_file_id, top_columns_file_id]))
             raise
         if not completed:
-            await files.delete(self.database, RESULTS_BUCKET, [scores_file_id])
+            await files.delete(self.database, RESULTS_BUCKET, [scores_file_id, top_columns_file_id])
             if await sessions.find(self.database, session.id) is None:
                 await anomaly_pages.delete_for_sessions(self.database, [session.id])
             raise _LeaseLostError
@@ -287,43 +312,44 @@ class AnalysisRunner:
 def score_table(
     detector: TabularAnomalyDetector, table: pd.DataFrame, threshold: float, progress: _Progress
 ) -> ScoredTable:
-    """Score every row and rank the rows above ``threshold`` with their values and top features."""
+    """Score every row; rank the rows above ``threshold`` with their values and the columns that explain them."""
     start_percent = progress.percent
     scores = np.empty(len(table), dtype=np.float64)
-    rows: list[np.ndarray] = []
-    shares: list[np.ndarray] = []
+    top_columns = np.empty(len(table), dtype=np.int32)
+    anomalous: list[int] = []
+    explanations: list[list[dict[str, Any]]] = []
     for start in range(0, len(table), SCORING_CHUNK_ROWS):
         details = detector.score_details(table.iloc[start : start + SCORING_CHUNK_ROWS])
-        scores[start : start + len(details.scores)] = details.scores
+        stop = start + len(details.scores)
+        scores[start:stop] = details.scores
+        column_errors = details.column_errors
+        top_columns[start:stop] = np.where(column_errors.sum(axis=1) > 0, column_errors.argmax(axis=1), -1)
         hits = np.flatnonzero(details.scores > threshold)
-        rows.append(hits + start)
-        shares.append(details.column_shares()[hits])
-        progress.set(start_percent + (start + len(details.scores)) / len(table) * (90 - start_percent))
-    anomalous, column_shares = np.concatenate(rows), np.concatenate(shares)
+        anomalous.extend(int(hit) + start for hit in hits)
+        explanations.extend(detector.explain(details, hits, TOP_FEATURES))
+        progress.set(start_percent + stop / len(table) * (90 - start_percent))
+    # Highest score first; equal scores keep the file's row order, so pages are stable.
     order = np.argsort(-scores[anomalous], kind="stable")
-    anomalous, column_shares = anomalous[order], column_shares[order]
-    return ScoredTable(
-        scores, _anomaly_items(table, anomalous, scores[anomalous], column_shares, detector.feature_names)
-    )
-
-
-def _anomaly_items(
-    table: pd.DataFrame, rows: np.ndarray, scores: np.ndarray, shares: np.ndarray, feature_names: list[str]
-) -> list[dict[str, Any]]:
-    names = [str(column) for column in table.columns]
+    rows = np.asarray(anomalous, dtype=np.int64)[order]
     values = table.iloc[rows].to_numpy(dtype=object)
-    top = np.argsort(-shares, axis=1, kind="stable")[:, :TOP_FEATURES]
-    return [
+    names = [str(column) for column in table.columns]
+    anomalies = [
         {
             "row": int(row),
-            "score": float(score),
+            "score": float(scores[row]),
             "values": {name: json_value(value) for name, value in zip(names, row_values, strict=True)},
             "top_features": [
-                {"column": feature_names[index], "share": round(float(row_shares[index]), 4)} for index in row_top
+                {
+                    "column": feature["column"],
+                    "share": round(feature["share"], 4),
+                    "expected": json_value(feature["expected"]),
+                }
+                for feature in explanations[index]
             ],
         }
-        for row, score, row_values, row_shares, row_top in zip(rows, scores, values, shares, top, strict=True)
+        for row, index, row_values in zip(rows, order, values, strict=True)
     ]
+    return ScoredTable(scores, top_columns, detector.feature_names, anomalies)
 
 
 def _train_on_dataset(table: pd.DataFrame, threshold_percentile: float, epochs: int) -> TabularAnomalyDetector:

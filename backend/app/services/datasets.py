@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import BinaryIO
@@ -20,6 +22,9 @@ from app.services.table_snapshot import decode_table, encode_table
 from app.utils.table_reader import file_extension, read_table
 
 UPLOADED = "uploaded"
+# Longest stored filename, extension included (what most filesystems allow).
+MAX_FILENAME_CHARS = 255
+_PATH_SEPARATORS = re.compile(r"[/\\]")
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ async def upload(
     (unreadable or empty table). Parsing runs in a thread, and the parsed table is stored beside the file
     so that analyses never parse it again.
     """
-    name = PurePath(filename or "").name
+    name = safe_filename(filename)
     file_extension(name)
     if size is not None and size > settings.max_upload_bytes:
         raise too_large_error(settings)
@@ -93,6 +98,18 @@ async def upload(
         await files.delete(database, UPLOADS_BUCKET, [file_id, table_file_id])
         raise
     return DatasetView(dataset, UPLOADED)
+
+
+def safe_filename(filename: str | None) -> str:
+    """The name an upload is stored and shown under: its last path component (``/`` or ``\\``), without
+    control or invisible formatting characters (terminal escapes, bidi overrides), at most
+    ``MAX_FILENAME_CHARS`` long with its extension kept; ``upload`` when nothing of the stem is left."""
+    last = _PATH_SEPARATORS.split(filename or "")[-1]
+    printable = "".join(char for char in last if not unicodedata.category(char).startswith("C")).strip()
+    path = PurePath(printable or "upload")
+    suffix = path.suffix if path.suffix.strip(". ") else ""
+    stem = (printable[: -len(suffix)] if suffix else printable).strip() or "upload"
+    return stem[: MAX_FILENAME_CHARS - len(suffix)] + suffix
 
 
 def _parse_upload(data: bytes, filename: str) -> _ParsedUpload:
@@ -131,7 +148,7 @@ async def delete(database: Database, dataset: Dataset) -> None:
     await datasets.delete(database, dataset.id)
     removed = await sessions.delete_for_dataset(database, dataset.id)
     await anomaly_pages.delete_for_sessions(database, [session.id for session in removed])
-    await files.delete(database, RESULTS_BUCKET, [session.scores_file_id for session in removed])
+    await files.delete(database, RESULTS_BUCKET, [file_id for session in removed for file_id in session.file_ids])
     await files.delete(database, UPLOADS_BUCKET, [dataset.file_id, dataset.table_file_id])
 
 

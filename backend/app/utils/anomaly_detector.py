@@ -247,6 +247,10 @@ class TabularAnomalyDetector:
         """Return the dataset's columns the model ignores; raise ``ColumnMismatchError`` naming missing ones."""
         return self._fitted_preprocessor().check_columns(columns)
 
+    def missing_columns(self, columns: Any) -> list[str]:
+        """The columns the model needs that ``columns`` lacks (empty when the dataset fits the model)."""
+        return self._fitted_preprocessor().missing_columns(columns)
+
     def threshold_at(self, percentile: float) -> float:
         """The threshold for another percentile, from the stored training-score distribution (no retraining)."""
         if self.training_scores_ is None:

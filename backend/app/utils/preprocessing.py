@@ -112,10 +112,15 @@ class TablePreprocessor:
         self.feature_columns_ = np.repeat(np.arange(len(self.columns_)), [column.width() for column in self.columns_])
         return self
 
+    def missing_columns(self, columns: Iterable[object]) -> list[str]:
+        """The model's input columns that ``columns`` lacks (names compared without surrounding spaces)."""
+        present = {str(column).strip() for column in columns}
+        return [name for name in self.input_columns if name not in present]
+
     def check_columns(self, columns: Iterable[object]) -> list[str]:
         """Return the dataset columns the model ignores; raise ``ColumnMismatchError`` if any it needs are missing."""
         present = [str(column).strip() for column in columns]
-        missing = [name for name in self.input_columns if name not in set(present)]
+        missing = self.missing_columns(present)
         if missing:
             raise ColumnMismatchError(
                 f"Dataset columns don't match model: missing {', '.join(missing)}. "
