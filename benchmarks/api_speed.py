@@ -14,43 +14,25 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import platform
-import secrets
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from harness import (
+    embedded_database,
+    login,
+    machine,
+    percentile,
+    running_server,
+    upload_to_analyzed,
+)
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-BACKEND_DIR = Path(__file__).resolve().parents[1] / "backend"
-sys.path.insert(0, str(BACKEND_DIR))
+from app.utils.sample_data import make_normal_transactions
 
-from app.db.embedded import EmbeddedDatabase  # noqa: E402
-from app.utils.sample_data import make_normal_transactions  # noqa: E402
-
-POLL_SECONDS = 0.01
 STATUS_SAMPLES = 1000
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def train_model(directory: Path) -> None:
@@ -59,59 +41,6 @@ def train_model(directory: Path) -> None:
     detector = TabularAnomalyDetector(encoding_dim=8, threshold_percentile=95, random_state=0)
     detector.train(make_normal_transactions(10_000, seed=0), epochs=10, verbose=0)
     detector.save(directory, training_report=False)
-
-
-def start_server(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app.serve", "--port", str(port)],
-            cwd=BACKEND_DIR, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited; see {log_path}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"the server did not become ready; see {log_path}")
-
-
-def login(client: httpx.Client) -> dict[str, str]:
-    credentials = {"username": f"bench-{secrets.token_hex(4)}", "password": "benchmark-password"}
-    client.post("/api/auth/register", json=credentials).raise_for_status()
-    token = client.post("/api/auth/token", data=credentials).raise_for_status().json()["access_token"]
-    return {"Authorization": f"Bearer {token}"}
-
-
-def upload_to_analyzed(client: httpx.Client, headers: dict[str, str], filename: str, content: bytes) -> dict:
-    """Upload, analyze, poll until analysed; return the timings seen by the client and the server."""
-    started = time.perf_counter()
-    answer = client.post("/api/anomaly/datasets/upload", headers=headers, files={"file": (filename, content)})
-    answer.raise_for_status()
-    uploaded = time.perf_counter()
-    dataset_id = answer.json()["id"]
-    client.post(f"/api/anomaly/datasets/{dataset_id}/analyze", headers=headers).raise_for_status()
-    while True:
-        status = client.get(f"/api/anomaly/datasets/{dataset_id}/status", headers=headers).json()
-        if status["status"] in ("analyzed", "failed"):
-            break
-        time.sleep(POLL_SECONDS)
-    finished = time.perf_counter()
-    if status["status"] != "analyzed":
-        raise SystemExit(f"analysis failed: {status['error']}")
-    return {
-        "total": finished - started,
-        "upload": uploaded - started,
-        "analysis": finished - uploaded,
-        "server": status["timings"],
-        "anomalies": status["anomaly_count"],
-    }
 
 
 def status_latencies(client: httpx.Client, headers: dict[str, str], content: bytes) -> list[float]:
@@ -134,11 +63,6 @@ def status_latencies(client: httpx.Client, headers: dict[str, str], content: byt
     return latencies
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share / 100 * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=50_000)
@@ -155,34 +79,24 @@ def main() -> None:
     frame.to_excel(buffer, index=False)
     files["xlsx"] = buffer.getvalue()
 
-    with EmbeddedDatabase(workdir / "db", workdir / "secantusd.log") as database:
-        env = {
-            "MONGODB_URL": database.url,
-            "JWT_SECRET": secrets.token_urlsafe(32),
-            "ENVIRONMENT": "production",
-            "AUTOENCODER_MODEL_PATH": str(workdir / "models" / "AutoEncoder"),
-            "DATA_DIR": str(workdir),
+    with (
+        embedded_database(workdir) as database_url,
+        running_server(workdir, database_url, AUTOENCODER_MODEL_PATH=str(workdir / "models" / "AutoEncoder")) as server,
+        httpx.Client(base_url=server.url, timeout=120) as client,
+    ):
+        headers = login(client)
+        upload_to_analyzed(client, headers, "warm-up.csv", files["csv"])
+        results = {
+            kind: [upload_to_analyzed(client, headers, f"bench.{kind}", content) for _ in range(arguments.runs)]
+            for kind, content in files.items()
         }
-        server, url = start_server(env, workdir / "server.log")
-        try:
-            with httpx.Client(base_url=url, timeout=120) as client:
-                headers = login(client)
-                upload_to_analyzed(client, headers, "warm-up.csv", files["csv"])
-                results = {
-                    kind: [upload_to_analyzed(client, headers, f"bench.{kind}", content) for _ in range(arguments.runs)]
-                    for kind, content in files.items()
-                }
-                latencies = status_latencies(client, headers, files["csv"])
-        finally:
-            server.terminate()
-            server.wait(60)
+        latencies = status_latencies(client, headers, files["csv"])
     shutil.rmtree(workdir, ignore_errors=True)
 
     lines = [
         f"## API speed: upload to `analyzed`, {arguments.rows:,} rows x {frame.shape[1]} columns",
         "",
-        f"Machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}; Python {platform.python_version()}; "
-        "embedded SecantusDB with --sync-on-commit; one uvicorn worker.",
+        f"Machine: {machine()}; embedded SecantusDB with --sync-on-commit; one uvicorn worker.",
         f"Command: `.venv/bin/python benchmarks/api_speed.py --rows {arguments.rows} --runs {arguments.runs}`",
         "",
         "| file | size | upload→analyzed median (min-max) | upload | analyze→analyzed | server: load / score / store "

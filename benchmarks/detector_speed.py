@@ -11,41 +11,19 @@ Targets: the CLI run on 50,000 rows within 60 s with process start; loading with
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-BACKEND_DIR = Path(__file__).resolve().parents[1] / "backend"
-sys.path.insert(0, str(BACKEND_DIR))
+from harness import BACKEND_DIR, machine, timed
 
-from app.utils.sample_data import make_normal_transactions  # noqa: E402
-
-
-def timed(action, runs: int) -> list[float]:
-    """Wall-clock seconds of ``runs`` calls of ``action``."""
-    seconds = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        seconds.append(time.perf_counter() - started)
-    return seconds
+from app.utils.sample_data import make_normal_transactions
 
 
 def summary(seconds: list[float]) -> tuple[float, float, float]:
     return statistics.median(seconds), min(seconds), max(seconds)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -62,9 +40,16 @@ def main() -> None:
 
     def train_with_cli() -> None:
         subprocess.run(
-            [sys.executable, str(BACKEND_DIR / "train_autoencoder_model.py"), str(training_csv),
-             "--output-dir", str(model_dir)],
-            cwd=BACKEND_DIR, check=True, capture_output=True,
+            [
+                sys.executable,
+                str(BACKEND_DIR / "train_autoencoder_model.py"),
+                str(training_csv),
+                "--output-dir",
+                str(model_dir),
+            ],
+            cwd=BACKEND_DIR,
+            check=True,
+            capture_output=True,
         )
 
     cli_seconds = timed(train_with_cli, arguments.runs)
@@ -81,16 +66,23 @@ def main() -> None:
     score_seconds = timed(lambda: detector.decision_function(frame), in_process_runs)
 
     rows = [
-        (f"training CLI, {arguments.rows:,} rows x 20 columns, defaults, process start included (s)",
-         *summary(cli_seconds), "≤ 60"),
+        (
+            f"training CLI, {arguments.rows:,} rows x 20 columns, defaults, process start included (s)",
+            *summary(cli_seconds),
+            "≤ 60",
+        ),
         ("model load, TensorFlow already imported (s)", *summary(load_seconds), "≤ 1"),
         (f"scoring {arguments.rows:,} rows from a DataFrame (s)", *summary(score_seconds), ""),
-        ("scoring throughput (rows/s)", arguments.rows / summary(score_seconds)[0],
-         arguments.rows / max(score_seconds), arguments.rows / min(score_seconds), "≥ 500,000"),
+        (
+            "scoring throughput (rows/s)",
+            arguments.rows / summary(score_seconds)[0],
+            arguments.rows / max(score_seconds),
+            arguments.rows / min(score_seconds),
+            "≥ 500,000",
+        ),
     ]
     lines = [
-        f"Detector speed on {platform.machine()}, {os.cpu_count()} cores ({cpu_model()}), "
-        f"{time.strftime('%Y-%m-%d')}; median of {arguments.runs} CLI runs and {in_process_runs} in-process runs",
+        f"Detector speed on {machine()}; median of {arguments.runs} CLI runs and {in_process_runs} in-process runs",
         "",
         "| measure | median | min | max | target |",
         "|---|---|---|---|---|",
