@@ -3,8 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 VENV_PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint bench quality-bench
+.PHONY: run test lint bench quality-bench browser
 
 # Re-install whenever the pinned dependencies change.
 $(INSTALLED): pyproject.toml constraints.txt
@@ -19,9 +20,13 @@ run: $(INSTALLED)
 	cd backend && ../$(VENV_PY) -m app.demo_model
 	cd backend && ../$(VENV_PY) -m app.serve --local
 
-test: $(INSTALLED)
+test: $(INSTALLED) browser
 	$(VENV_PY) -m ruff check backend benchmarks
 	$(VENV_PY) -m pytest
+
+# The web page's tests drive Debian's Chromium through Playwright, which never downloads a browser here.
+browser:
+	test -x /usr/bin/chromium || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 lint: $(INSTALLED)
 	$(VENV_PY) -m ruff check backend benchmarks

@@ -23,7 +23,7 @@ from app.core.config import Settings, get_settings
 from app.core.errors import ConfigurationError
 from app.core.security import resolve_jwt_secret
 from app.db.collections import ensure_indexes
-from app.routes import api_router
+from app.routes import api_router, web_routes
 from app.services.analysis_runner import AnalysisRunner, create_background_executor
 from app.services.datasets import too_large_error
 from app.services.models import ModelRegistry
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(api_router)
+    app.mount(web_routes.ASSETS_PATH, web_routes.assets(), name="web")
     return app
 
 
