@@ -47,11 +47,15 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh browser context (own sessionStorage) at desktop width."""
+    """A fresh browser context (own sessionStorage) at desktop width; fails on script errors and CSP refusals."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    page.on("console", lambda message: problems.append(message.text) if "Content Security" in message.text else None)
     yield page
     context.close()
+    assert not problems, problems
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +162,21 @@ def test_a_refused_upload_shows_the_servers_detail(api: ApiServer, page: Page, t
     expect(message).to_contain_text("notes.txt was refused")
     expect(message).to_contain_text(".csv")  # the service's 415 detail names the accepted types
     expect(message).to_have_class(re.compile(r"\berror\b"))
+
+
+def test_dropping_a_file_on_the_page_uploads_it(api: ApiServer, page: Page) -> None:
+    _sign_in(page, api, register(api, "dropper").username)
+    page.locator("#drop-zone").evaluate(
+        """(zone, text) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([text], "dropped.csv", { type: "text/csv" }));
+            zone.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+        }""",
+        csv_bytes(make_normal_transactions(120, seed=42)).decode(),
+    )
+    expect(page.locator("#upload-message")).to_contain_text("Uploaded dropped.csv: 120 rows")
+    expect(page.locator("#datasets li .dataset-name")).to_have_text(["dropped.csv"])
+    expect(page.locator("#datasets li .badge")).to_have_text(["uploaded"])
 
 
 def test_wrong_password_shows_the_servers_detail(api: ApiServer, page: Page) -> None:
