@@ -174,3 +174,49 @@ def upload_to_analyzed(client: httpx.Client, headers: dict[str, str], filename: 
         "server": status["timings"],
         "anomalies": status["anomaly_count"],
     }
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One benchmark figure: several runs of one measure, summarised as median (min-max)."""
+
+    name: str
+    unit: str
+    values: tuple[float, ...]
+    target: str = ""
+
+    @property
+    def summary(self) -> Summary:
+        return Summary.of(list(self.values))
+
+    def cells(self) -> str:
+        """``| name | median | min | max | runs | target |`` for a Markdown table."""
+        fmt = "{:,.0f}" if self.unit == "rows/s" else "{:,.1f}" if self.unit in ("ms", "MB", "×") else "{:.3f}"
+        low, high = (self.summary.low, self.summary.high)
+        return (
+            f"| {self.name} ({self.unit}) | **{fmt.format(self.summary.median)}** | {fmt.format(low)} "
+            f"| {fmt.format(high)} | {self.summary.runs} | {self.target} |"
+        )
+
+
+def figures_table(title: str, figures: list[Figure]) -> str:
+    """A Markdown table of ``figures`` under ``title`` and the machine line."""
+    return "\n".join(
+        [
+            title,
+            "",
+            f"Machine: {machine()}.",
+            "",
+            "| measure | median | min | max | runs | target |",
+            "|---|---|---|---|---|---|",
+            *(figure.cells() for figure in figures),
+        ]
+    )
+
+
+def write_report(report: str, output: Path | None) -> None:
+    """Print ``report`` and, with ``output``, write it there too."""
+    print(report)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(report + "\n", encoding="utf-8")
