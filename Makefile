@@ -32,5 +32,9 @@ lint: $(INSTALLED)
 	$(VENV_PY) -m ruff check backend benchmarks
 	$(VENV_PY) -m mypy backend/app
 
+# Speed benchmarks in one run (about 15 minutes): one table in benchmarks/results/bench.md, a chart in bench.png.
+bench: $(INSTALLED)
+	$(VENV_PY) benchmarks/bench.py
+
 quality-bench: $(INSTALLED)
-	$(VENV_PY) benchmarks/quality.py
+	$(VENV_PY) benchmarks/quality.py --output benchmarks/results/quality.md
