@@ -117,23 +117,29 @@ class ModelRegistry:
         for name, folder, is_default in self._folders():
             model: LoadedModel | None = previous.get(name)
             try:
-                files = ModelFiles.of(folder)
+                files: ModelFiles | None = ModelFiles.of(folder)
             except OSError as error:
                 if is_default and model is None:
                     default_problem = f"No model at {folder} ({error})."
                 files = None
+            if files is not None and any(other.files.target == files.target for other in models.values()):
+                continue  # served under an earlier name
             if files is not None and (model is None or model.files != files):
                 failed_files, failure = self._failed.get(folder, (None, ""))
                 if failed_files != files:
                     try:
-                        model = LoadedModel(name, folder, self._detector(folder, files, detectors), is_default, files)
+                        detector = detectors.get(files) or TabularAnomalyDetector.load(folder)
                     except Exception as error:  # a damaged or incompatible model must not stop the service
                         logger.exception("The model in %s could not be loaded", folder)
                         failure = f"The model at {folder} could not be loaded ({error})."
                         self._failed[folder] = (files, failure)
+                    else:
+                        detectors[files] = detector
+                        model = LoadedModel(name, folder, detector, is_default, files)
+                        logger.info("Serving model %r, version %s, from %s", name, model.version, files.target)
                 if is_default and model is None:
                     default_problem = failure
-            if model is not None and all(other.files.target != model.files.target for other in models.values()):
+            if model is not None:
                 models[name] = model
         if default_problem and default_problem != self.default_problem:
             logger.warning("%s Analyses will answer 503 until one is trained.", default_problem)
@@ -142,17 +148,6 @@ class ModelRegistry:
         self._retired_versions -= served
         self._models = models
         self.default_problem = default_problem
-
-    @staticmethod
-    def _detector(
-        folder: Path, files: ModelFiles, loaded: dict[ModelFiles, TabularAnomalyDetector]
-    ) -> TabularAnomalyDetector:
-        """The detector in ``folder``: one already loaded from the same files, else loaded now."""
-        if files in loaded:
-            return loaded[files]
-        detector = TabularAnomalyDetector.load(folder)
-        logger.info("Loaded model version %s from %s", detector.model_info["version"], files.target)
-        return detector
 
     def _folders(self) -> list[tuple[str, Path, bool]]:
         """The model folders to serve, as (name, folder, is_default): the default first."""
