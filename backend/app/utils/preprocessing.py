@@ -139,7 +139,8 @@ class TablePreprocessor:
         column = self.columns_[column_index]
         start = int(np.searchsorted(self.feature_columns_, column_index))
         if isinstance(column, NumericColumn):
-            return float(column.center + column.scale * encoded_row[start])
+            # The reconstruction is float32: digits past the 7th significant one are noise.
+            return float(f"{column.center + column.scale * float(encoded_row[start]):.7g}")
         if isinstance(column, CategoricalColumn):
             best = int(np.argmax(encoded_row[start : start + column.width()]))
             return column.categories[best] if best < len(column.categories) else None
