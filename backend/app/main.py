@@ -17,7 +17,8 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from app.api.deps import AppResources
-from app.api.errors import install_error_handlers
+from app.api.errors import VALIDATION_RESPONSE, install_error_handlers
+from app.api.observability import RequestObservabilityMiddleware
 from app.api.upload_limit import UploadSizeLimitMiddleware
 from app.core.config import Settings, get_settings
 from app.core.errors import ConfigurationError
@@ -47,7 +48,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "MONGODB_URL is not set: start the service with `python -m app.serve` (or `make run`), which starts "
             "the embedded database, or point MONGODB_URL at a MongoDB server."
         )
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_url, tz_aware=True)
+    # An unreachable database fails requests (503) and analyses (retried) after this long, not after
+    # PyMongo's default 30 s.
+    timeout_ms = int(settings.database_timeout_seconds * 1000)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongodb_url, tz_aware=True, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
+    )
     try:
         database = client[settings.mongodb_db]
         try:
@@ -78,8 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_file_bytes=settings.max_upload_bytes,
         too_large=lambda: too_large_error(settings),
     )
+    # Added last, so it is the outermost: it sees every answer, the upload limit's 413s included.
+    app.add_middleware(RequestObservabilityMiddleware)
     install_error_handlers(app)
-    app.include_router(api_router)
+    app.include_router(api_router, responses=VALIDATION_RESPONSE)
     app.mount(web_routes.ASSETS_PATH, web_routes.assets(), name="web")
     return app
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import logging.config
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -26,7 +27,9 @@ from uvicorn.config import LOGGING_CONFIG
 
 from app.core.config import Settings, get_settings
 from app.core.errors import ConfigurationError
+from app.core.metrics import MULTIPROCESS_DIR_VARIABLE
 from app.core.security import resolve_jwt_secret
+from app.core.structured_log import ANALYSIS_LOGGER, REQUEST_LOGGER
 from app.db.embedded import EmbeddedDatabase, EmbeddedDatabaseError
 
 logger = logging.getLogger("app.serve")
@@ -62,14 +65,17 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["MONGODB_URL"] = mongodb_url
             get_settings.cache_clear()
             _announce_when_ready(arguments.host, arguments.port)
-            uvicorn.run(
-                "app.main:app",
-                host=arguments.host,
-                port=arguments.port,
-                workers=arguments.workers,
-                log_config=log_config,
-                timeout_graceful_shutdown=30,
-            )
+            with _shared_metrics(settings, arguments.workers):
+                uvicorn.run(
+                    "app.main:app",
+                    host=arguments.host,
+                    port=arguments.port,
+                    workers=arguments.workers,
+                    log_config=log_config,
+                    # The service writes its own structured line per request (app.api.observability).
+                    access_log=False,
+                    timeout_graceful_shutdown=30,
+                )
     except (ConfigurationError, EmbeddedDatabaseError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -93,9 +99,36 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _log_config() -> dict[str, Any]:
-    config: dict[str, Any] = {**LOGGING_CONFIG, "loggers": dict(LOGGING_CONFIG["loggers"])}
+    config: dict[str, Any] = {
+        **LOGGING_CONFIG,
+        "formatters": {**LOGGING_CONFIG["formatters"], "events": {"format": "%(message)s"}},
+        "handlers": {
+            **LOGGING_CONFIG["handlers"],
+            "events": {"formatter": "events", "class": "logging.StreamHandler", "stream": "ext://sys.stdout"},
+        },
+        "loggers": dict(LOGGING_CONFIG["loggers"]),
+    }
     config["loggers"]["app"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    # One JSON document a line, each already carrying its time and level (app.core.structured_log).
+    for name in (REQUEST_LOGGER, ANALYSIS_LOGGER):
+        config["loggers"][name] = {"handlers": ["events"], "level": "INFO", "propagate": False}
     return config
+
+
+@contextlib.contextmanager
+def _shared_metrics(settings: Settings, workers: int) -> Iterator[None]:
+    """With several workers, have them count their metrics in one folder, so /metrics adds them all up."""
+    if workers < 2 or os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+        yield
+        return
+    folder = settings.data_path / f"metrics-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ[MULTIPROCESS_DIR_VARIABLE] = str(folder)
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _announce_when_ready(host: str, port: int) -> None:

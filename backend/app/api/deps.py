@@ -13,6 +13,7 @@ from fastapi import Depends, Path, Request
 from fastapi.security import OAuth2PasswordBearer
 from pymongo import AsyncMongoClient
 
+from app.api import observability
 from app.core.config import Settings
 from app.core.errors import NotFoundError
 from app.crud import datasets
@@ -77,9 +78,13 @@ RunnerDep = Annotated[AnalysisRunner, Depends(get_runner)]
 _bearer_token = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
 
 
-async def get_current_user(resources: ResourcesDep, token: Annotated[str | None, Depends(_bearer_token)]) -> User:
+async def get_current_user(
+    resources: ResourcesDep, request: Request, token: Annotated[str | None, Depends(_bearer_token)]
+) -> User:
     """The caller, from the bearer token (401 if it is missing or not valid)."""
-    return await auth.user_from_token(resources.database, resources.jwt_secret, token)
+    user = await auth.user_from_token(resources.database, resources.jwt_secret, token)
+    observability.remember_user(request, user.id)
+    return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

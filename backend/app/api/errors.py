@@ -1,6 +1,8 @@
 """The one place where domain errors become HTTP answers, and where the OpenAPI schema learns about them.
 
-Every error body is ``{"detail": "<what was wrong and what to do>"}``.
+Every error body is ``{"detail": "<what was wrong and what to do>"}``: request validation errors too (as one
+sentence naming the fields, never echoing the values sent, which may be passwords), and unexpected errors
+as a generic sentence with the request's id, never a stack trace or a file path.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pymongo.errors import ConnectionFailure
 
+from app.api.observability import request_id_of
 from app.core.errors import (
     AmbiguousModelError,
     AnalysisNotReadyError,
@@ -20,7 +25,9 @@ from app.core.errors import (
     ModelUnavailableError,
     NotFoundError,
     RegistrationClosedError,
+    TooManyLoginFailuresError,
     UnknownModelError,
+    UploadNotStoredError,
     UploadTooLargeError,
     UsernameTakenError,
 )
@@ -29,6 +36,13 @@ from app.utils.anomaly_detector import ColumnMismatchError
 from app.utils.table_reader import TableReadError, UnsupportedFileTypeError
 
 logger = logging.getLogger(__name__)
+
+# Seconds a client is asked to wait when the database is unreachable.
+DATABASE_RETRY_AFTER_SECONDS = 5
+VALIDATION_RESPONSE: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorResponse, "description": "The request is not valid: the detail names the fields"}
+}
+_PLACES = {"query": "query parameter", "path": "path parameter", "header": "header", "cookie": "cookie"}
 
 
 @dataclass(frozen=True)
@@ -48,11 +62,13 @@ HTTP_ERRORS: dict[type[Exception], HttpError] = {
     AnalysisNotReadyError: HttpError(409, "The dataset has not been analysed yet"),
     UploadTooLargeError: HttpError(413, "The upload is larger than MAX_UPLOAD_MB"),
     UnsupportedFileTypeError: HttpError(415, "The file is not .csv, .xlsx or .xls"),
+    TooManyLoginFailuresError: HttpError(429, "Too many failed logins for this username or address: see Retry-After"),
     ColumnMismatchError: HttpError(422, "The dataset's columns don't match the model"),
     UnknownModelError: HttpError(422, "No model of that name is loaded"),
     AmbiguousModelError: HttpError(422, "Several models fit the dataset's columns: name one"),
     ExportTooLargeError: HttpError(422, "The results do not fit the requested format"),
     ModelUnavailableError: HttpError(503, "No model is loaded and fallback training is off"),
+    UploadNotStoredError: HttpError(503, "The database could not store the upload; nothing was kept"),
 }
 
 
@@ -65,7 +81,9 @@ def error_response(error: Exception) -> JSONResponse:
     """The JSON answer for a mapped domain error."""
     mapped = http_error_for(error)
     assert mapped is not None, f"{type(error).__name__} has no HTTP mapping"
-    headers = {"WWW-Authenticate": "Bearer"} if mapped.status_code == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if mapped.status_code == 401 else {}
+    if isinstance(error, TooManyLoginFailuresError):
+        headers["Retry-After"] = str(error.retry_after)
     return JSONResponse({"detail": str(error)}, status_code=mapped.status_code, headers=headers)
 
 
@@ -83,11 +101,47 @@ async def _handle_domain_error(request: Request, error: Exception) -> JSONRespon
     return error_response(error)
 
 
-async def _handle_unexpected_error(request: Request, error: Exception) -> JSONResponse:
-    logger.exception("Unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+async def _handle_validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    form = request.headers.get("content-type", "").startswith(("multipart/", "application/x-www-form-urlencoded"))
+    problems = []
+    for problem in error.errors()[:5]:
+        where, *field = [str(part) for part in problem["loc"]] or ["request"]
+        place = "multipart form field" if where == "body" and form else _PLACES.get(where, where)
+        problems.append(f"{'.'.join(field)} ({place}): {problem['msg']}" if field else f"{place}: {problem['msg']}")
     return JSONResponse(
-        {"detail": "Internal server error: the service logged the cause. Try again, or report it if it persists."},
+        {"detail": f"The request is not valid: {'; '.join(problems)}. See /docs for what this endpoint expects."},
+        status_code=422,
+    )
+
+
+async def _handle_database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    request_id = request_id_of(request)
+    logger.warning(
+        "Database unreachable on %s %s (request %s): %s", request.method, request.url.path, request_id, error
+    )
+    return JSONResponse(
+        {
+            "detail": f"The database is unreachable right now (request id {request_id}): try again in a moment; "
+            "if it persists, tell the service's operator."
+        },
+        status_code=503,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS), "X-Request-ID": request_id},
+    )
+
+
+async def _handle_unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    request_id = request_id_of(request)
+    logger.exception(
+        "Unhandled error on %s %s (request %s)", request.method, request.url.path, request_id, exc_info=error
+    )
+    return JSONResponse(
+        {
+            "detail": f"Internal server error (request id {request_id}): the service logged the cause. Try again, "
+            "or report the request id if it persists."
+        },
         status_code=500,
+        headers={"X-Request-ID": request_id},
     )
 
 
@@ -95,4 +149,6 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the mapping on ``app``."""
     for error_type in HTTP_ERRORS:
         app.add_exception_handler(error_type, _handle_domain_error)
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    app.add_exception_handler(ConnectionFailure, _handle_database_unavailable)
     app.add_exception_handler(Exception, _handle_unexpected_error)

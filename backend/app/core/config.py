@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     analysis_lease_seconds: float = Field(default=60, gt=0)
     # How often an idle analysis runner looks for queued work that another process accepted.
     analysis_poll_seconds: float = Field(default=1.0, gt=0)
+    # Failed logins allowed per username and per client address within one window; past either, logins
+    # are refused unchecked (429 with Retry-After) until the window ends.
+    login_max_failures_per_username: int = Field(default=10, gt=0)
+    login_max_failures_per_address: int = Field(default=50, gt=0)
+    login_failure_window_seconds: int = Field(default=900, gt=0)
+    # How long a database operation may wait for an unreachable server before the request answers 503.
+    database_timeout_seconds: float = Field(default=10.0, gt=0)
     # How often, at most, the model folders are checked for a new version (a retrained or re-linked model).
     model_check_seconds: float = Field(default=2.0, ge=0)
 

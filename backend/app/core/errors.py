@@ -20,6 +20,14 @@ class AuthenticationError(ServiceError):
     """Missing, malformed, expired or wrongly signed token, or wrong username or password."""
 
 
+class TooManyLoginFailuresError(AuthenticationError):
+    """Too many failed logins for this username or from this address lately: wait ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class RegistrationClosedError(ServiceError):
     """``ALLOW_REGISTRATION`` is off."""
 
@@ -30,6 +38,11 @@ class UsernameTakenError(ServiceError):
 
 class UploadTooLargeError(ServiceError):
     """The upload is larger than ``MAX_UPLOAD_MB``."""
+
+
+class UploadNotStoredError(ServiceError):
+    """The database refused or could not take the upload's files (full disk, write error, unreachable);
+    nothing of the upload was kept."""
 
 
 class AnalysisNotReadyError(ServiceError):

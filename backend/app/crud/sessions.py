@@ -260,6 +260,25 @@ async def release(database: Database, session_id: str, worker_id: str) -> None:
     )
 
 
+async def requeue(database: Database, session_id: str, worker_id: str) -> None:
+    """Put a claimed session back in the queue after a failure worth retrying (the attempt still counts)."""
+    await database[ANALYSIS_SESSIONS].update_one(
+        _owned(session_id, worker_id),
+        {
+            "$set": {"status": SessionStatus.QUEUED.value, "progress": 0},
+            "$unset": {"lease_owner": "", "lease_expires_at": "", "started_at": ""},
+        },
+    )
+
+
+async def count_in_progress(database: Database) -> tuple[int, int]:
+    """How many sessions wait in the queue, and how many are being analysed, over every process."""
+    collection = database[ANALYSIS_SESSIONS]
+    queued = await collection.count_documents({"status": SessionStatus.QUEUED.value})
+    analyzing = await collection.count_documents({"status": SessionStatus.ANALYZING.value})
+    return queued, analyzing
+
+
 async def delete_for_dataset(database: Database, dataset_id: str) -> list[AnalysisSession]:
     """Delete every session of a dataset and return them (their results are the caller's to remove)."""
     collection = database[ANALYSIS_SESSIONS]

@@ -21,6 +21,8 @@ ANALYSIS_SESSIONS = "analysis_sessions"
 # Anomalies of an analysed session, highest score first, ANOMALY_PAGE_SIZE to a document.
 ANOMALY_PAGES = "anomaly_pages"
 ANOMALY_PAGE_SIZE = 500
+# Failed logins per username or address and time window (documents expire with their window).
+LOGIN_FAILURES = "login_failures"
 
 # GridFS buckets: uploaded files and their parsed tables; score arrays of analysed sessions.
 UPLOADS_BUCKET = "uploads"
@@ -42,6 +44,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("dataset_id", ASCENDING), ("created_at", DESCENDING)], name="dataset_sessions"),
     ],
     ANOMALY_PAGES: [IndexModel([("session_id", ASCENDING), ("page", ASCENDING)], unique=True, name="session_page")],
+    LOGIN_FAILURES: [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expire_with_window")],
 }
 
 

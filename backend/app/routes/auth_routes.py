@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from app.api import errors
 from app.api.deps import CurrentUser, DatabaseDep, ResourcesDep, SettingsDep
-from app.core.errors import AuthenticationError, RegistrationClosedError, UsernameTakenError
+from app.core.errors import (
+    AuthenticationError,
+    RegistrationClosedError,
+    TooManyLoginFailuresError,
+    UsernameTakenError,
+)
 from app.schemas.auth import RegisterRequest, TokenOut, UserOut
 from app.services import auth
 
@@ -26,11 +31,14 @@ async def register(body: RegisterRequest, database: DatabaseDep, settings: Setti
     return UserOut.from_user(await auth.register(database, settings, body.username, body.password))
 
 
-@router.post("/token", responses=errors.responses(AuthenticationError))
-async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], resources: ResourcesDep) -> TokenOut:
-    """Exchange a username and password (form fields) for a bearer token."""
+@router.post("/token", responses=errors.responses(AuthenticationError, TooManyLoginFailuresError))
+async def token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], resources: ResourcesDep, request: Request
+) -> TokenOut:
+    """Exchange a username and password (form fields) for a bearer token (429 after repeated failures)."""
+    address = request.client.host if request.client else None
     access_token = await auth.issue_token(
-        resources.database, resources.settings, resources.jwt_secret, form.username, form.password
+        resources.database, resources.settings, resources.jwt_secret, form.username, form.password, address
     )
     return TokenOut(access_token=access_token, expires_in=resources.settings.access_token_expire_minutes * 60)
 

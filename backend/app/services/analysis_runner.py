@@ -27,9 +27,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
+from app.core import metrics
 from app.core.config import Settings
+from app.core.structured_log import ANALYSIS_LOGGER, log_event
 from app.crud import anomaly_pages, datasets, files, sessions
 from app.crud.sessions import AnalysisSession
 from app.db.collections import RESULTS_BUCKET, Database
@@ -39,6 +41,7 @@ from app.services.table_snapshot import json_value
 from app.utils.anomaly_detector import TabularAnomalyDetector
 
 logger = logging.getLogger(__name__)
+analysis_log = logging.getLogger(ANALYSIS_LOGGER)
 
 # Scores are stored as little-endian float64, one per row: exact, so is_anomaly never flips on export.
 SCORES_DTYPE = "<f8"
@@ -184,8 +187,9 @@ class AnalysisRunner:
         try:
             if session.attempts > MAX_ATTEMPTS:
                 raise RuntimeError(
-                    f"The analysis was interrupted {MAX_ATTEMPTS} times (its server process stopped each time); "
-                    "the file may be too large for the server's memory. Try a smaller file."
+                    f"The analysis was interrupted {MAX_ATTEMPTS} times (its server process stopped, or the database "
+                    "was unreachable, each time); the file may be too large for the server's memory. Try a smaller "
+                    "file, or analyze again once the service is healthy."
                 )
             await self._analyse(session, progress, timings)
         except asyncio.CancelledError:
@@ -196,17 +200,48 @@ class AnalysisRunner:
             logger.warning(
                 "Session %s was taken over or deleted while %s ran it: result discarded", session.id, self.worker_id
             )
+            self._report(session, "discarded", timings)
+        except ConnectionFailure as error:
+            # The database went away mid-analysis: nothing is wrong with the data, so try again. If the
+            # session cannot even be put back now, its lease runs out and it is claimed once the database is back.
+            logger.warning("Session %s interrupted, to be retried: the database is unreachable (%s)", session.id, error)
+            metrics.ANALYSIS_FAILURES.labels("database").inc()
+            self._report(session, "retried", timings, error=f"database unreachable ({type(error).__name__})")
+            with contextlib.suppress(PyMongoError):
+                await sessions.requeue(self.database, session.id, self.worker_id)
         except Exception as error:
             with contextlib.suppress(PyMongoError):
                 if await datasets.find(self.database, session.dataset_id) is None:
                     # The dataset was deleted while its analysis ran (its files went first): nothing to report.
                     await self._discard_deleted(session)
+                    self._report(session, "discarded", timings)
                     return
             logger.exception("Session %s failed", session.id)
+            metrics.ANALYSIS_FAILURES.labels("error").inc()
+            self._report(session, "failed", timings, error=_user_message(error))
             with contextlib.suppress(PyMongoError):
                 await sessions.fail(self.database, session.id, self.worker_id, _user_message(error), timings.total())
         finally:
             heartbeat.cancel()
+
+    def _report(self, session: AnalysisSession, outcome: str, timings: _Timings, **fields: Any) -> None:
+        """One structured log line per analysis attempt, and its duration in the metrics."""
+        spent = timings.total()
+        metrics.ANALYSIS_SECONDS.labels(outcome).observe(spent["total_seconds"])
+        log_event(
+            analysis_log,
+            "analysis",
+            outcome=outcome,
+            session_id=session.id,
+            dataset_id=session.dataset_id,
+            owner_id=session.owner_id,
+            worker=self.worker_id,
+            attempt=session.attempts,
+            model=session.model,
+            model_version=session.model_version,
+            **fields,
+            timings=spent,
+        )
 
     async def _analyse(self, session: AnalysisSession, progress: _Progress, timings: _Timings) -> None:
         dataset = await datasets.find(self.database, session.dataset_id)
@@ -284,10 +319,8 @@ class AnalysisRunner:
             if await sessions.find(self.database, session.id) is None:
                 await anomaly_pages.delete_for_sessions(self.database, [session.id])
             raise _LeaseLostError
-        logger.info(
-            "Session %s analysed by %s: %d rows, %d anomalies in %.2f s",
-            session.id, self.worker_id, len(scored.scores), len(scored.anomalies), timings.total()["total_seconds"],
-        )  # fmt: skip
+        metrics.ANALYSIS_ROWS_SCORED.inc(len(scored.scores))
+        self._report(session, "analyzed", timings, rows=len(scored.scores), anomaly_count=len(scored.anomalies))
 
     async def _keep_lease(self, session: AnalysisSession, progress: _Progress) -> None:
         recorded, renewed = progress.percent, time.monotonic()

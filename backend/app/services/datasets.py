@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
-from pathlib import PurePath
 from typing import BinaryIO
 
 import pandas as pd
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from app.core.config import Settings
-from app.core.errors import UploadTooLargeError
+from app.core.errors import UploadNotStoredError, UploadTooLargeError
 from app.crud import anomaly_pages, datasets, files, sessions
 from app.crud.datasets import Dataset
 from app.crud.users import User
@@ -24,6 +25,7 @@ from app.utils.table_reader import file_extension, read_table
 UPLOADED = "uploaded"
 # Longest stored filename, extension included (what most filesystems allow).
 MAX_FILENAME_CHARS = 255
+MAX_EXTENSION_CHARS = 16
 _PATH_SEPARATORS = re.compile(r"[/\\]")
 
 
@@ -74,13 +76,16 @@ async def upload(
     if len(data) > settings.max_upload_bytes:
         raise too_large_error(settings)
     parsed = await asyncio.to_thread(_parse_upload, data, name)
-    file_id = await files.store(
-        database, UPLOADS_BUCKET, name, data, {"owner_id": owner.id, "kind": "upload", "content_type": content_type}
-    )
-    table_file_id: str | None = None
+    # The dataset document is written last, so a dataset never exists without both its files; when a write
+    # fails, the files written so far are removed (as far as the database still answers) and nothing is listed.
+    stored: list[str] = []
+    upload_metadata = {"owner_id": owner.id, "kind": "upload", "content_type": content_type}
     try:
-        table_file_id = await files.store(
-            database, UPLOADS_BUCKET, f"{name}.table.npz", parsed.table, {"owner_id": owner.id, "kind": "table"}
+        stored.append(await files.store(database, UPLOADS_BUCKET, name, data, upload_metadata))
+        stored.append(
+            await files.store(
+                database, UPLOADS_BUCKET, f"{name}.table.npz", parsed.table, {"owner_id": owner.id, "kind": "table"}
+            )
         )
         dataset = await datasets.insert(
             database,
@@ -91,13 +96,30 @@ async def upload(
             sha256=parsed.sha256,
             columns=parsed.columns,
             row_count=parsed.row_count,
-            file_id=file_id,
-            table_file_id=table_file_id,
+            file_id=stored[0],
+            table_file_id=stored[1],
         )
-    except BaseException:
-        await files.delete(database, UPLOADS_BUCKET, [file_id, table_file_id])
+    except BaseException as error:
+        with contextlib.suppress(PyMongoError):
+            await asyncio.shield(files.delete(database, UPLOADS_BUCKET, stored))
+        if isinstance(error, PyMongoError):
+            raise UploadNotStoredError(
+                f"The file could not be stored: {_storage_failure(error)}. Nothing of it was kept: upload it again "
+                "later, and tell the service's operator if this persists."
+            ) from error
         raise
     return DatasetView(dataset, UPLOADED)
+
+
+def _storage_failure(error: PyMongoError) -> str:
+    """What went wrong with the database, in a user's words (without hosts, paths or stack traces)."""
+    if isinstance(error, ConnectionFailure):
+        return "the database is unreachable"
+    details = error.details if isinstance(error, OperationFailure) else None
+    code_name = (details or {}).get("codeName") or type(error).__name__
+    if code_name == "OutOfDiskSpace":
+        return "the database's disk is full"
+    return f"the database refused the write ({code_name})"
 
 
 def safe_filename(filename: str | None) -> str:
@@ -106,10 +128,11 @@ def safe_filename(filename: str | None) -> str:
     ``MAX_FILENAME_CHARS`` long with its extension kept; ``upload`` when nothing of the stem is left."""
     last = _PATH_SEPARATORS.split(filename or "")[-1]
     printable = "".join(char for char in last if not unicodedata.category(char).startswith("C")).strip()
-    path = PurePath(printable or "upload")
-    suffix = path.suffix if path.suffix.strip(". ") else ""
-    stem = (printable[: -len(suffix)] if suffix else printable).strip() or "upload"
-    return stem[: MAX_FILENAME_CHARS - len(suffix)] + suffix
+    stem, dot, extension = printable.rpartition(".")
+    if not dot or not extension.strip() or len(extension) > MAX_EXTENSION_CHARS:
+        stem, extension = printable, ""
+    suffix = f".{extension}" if extension else ""
+    return (stem.strip() or "upload")[: MAX_FILENAME_CHARS - len(suffix)] + suffix
 
 
 def _parse_upload(data: bytes, filename: str) -> _ParsedUpload:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 import signal
@@ -13,6 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -92,6 +94,16 @@ class ApiServer:
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        """The structured log lines (one JSON object a line) of this kind: ``request`` or ``analysis``."""
+        found = []
+        for line in self.log_text().splitlines():
+            if line.startswith("{"):
+                event = json.loads(line)
+                if event.get("event") == kind:
+                    found.append(event)
+        return found
 
 
 def free_port() -> int:

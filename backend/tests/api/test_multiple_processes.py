@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,4 +44,4 @@ def test_two_processes_analyse_a_batch_each_session_exactly_once(api: ApiServer,
 
 
 def _analysed_sessions(server: ApiServer) -> list[str]:
-    return re.findall(r"Session ([0-9a-f]{24}) analysed by", server.log_text())
+    return [event["session_id"] for event in server.events("analysis") if event["outcome"] == "analyzed"]

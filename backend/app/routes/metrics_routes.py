@@ -1,0 +1,25 @@
+"""``GET /metrics``: the service's Prometheus metrics, for a scraper (no token: it holds no user data)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from app.api.deps import DatabaseDep
+from app.core import metrics
+from app.crud import sessions
+
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+)
+async def prometheus_metrics(database: DatabaseDep) -> Response:
+    """Requests by route and status, analysis durations, rows scored, queue depth and failures."""
+    queued, analyzing = await sessions.count_in_progress(database)
+    metrics.ANALYSIS_QUEUE_DEPTH.set(queued)
+    metrics.ANALYSES_RUNNING.set(analyzing)
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
