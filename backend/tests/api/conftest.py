@@ -13,7 +13,15 @@ import pytest
 
 from app.db.embedded import EmbeddedDatabase
 from app.utils.sample_data import make_normal_transactions
-from tests.api.support import JWT_SECRET, MAX_UPLOAD_MB, Account, ApiServer, register
+from tests.api.support import (
+    JWT_SECRET,
+    MAX_LOGIN_FAILURES_PER_ADDRESS,
+    MAX_LOGIN_FAILURES_PER_USERNAME,
+    MAX_UPLOAD_MB,
+    Account,
+    ApiServer,
+    register,
+)
 
 ServerFactory = Callable[[str, dict[str, str]], ApiServer]
 
@@ -50,6 +58,10 @@ def server_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> d
         "DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "ANALYSIS_POLL_SECONDS": "0.5",
         "TF_CPP_MIN_LOG_LEVEL": "3",
+        # Low enough for the throttling tests to reach quickly (each failure costs an Argon2 check); tests
+        # that fail logins on purpose pose as their own client address (X-Forwarded-For), not 127.0.0.1.
+        "LOGIN_MAX_FAILURES_PER_USERNAME": str(MAX_LOGIN_FAILURES_PER_USERNAME),
+        "LOGIN_MAX_FAILURES_PER_ADDRESS": str(MAX_LOGIN_FAILURES_PER_ADDRESS),
     }
 
 

@@ -1,0 +1,191 @@
+"""Security: tokens that must not pass, other users' datasets on every route, passwords kept out of logs and
+answers, login throttling, and error bodies that leak nothing."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import jwt
+import jwt.warnings
+import pytest
+from bson import ObjectId
+from pymongo import MongoClient
+
+from app.utils.sample_data import make_normal_transactions
+from tests.api.support import (
+    JWT_SECRET,
+    MAX_LOGIN_FAILURES_PER_ADDRESS,
+    MAX_LOGIN_FAILURES_PER_USERNAME,
+    Account,
+    ApiServer,
+    csv_bytes,
+    register,
+    upload_ok,
+)
+
+LEAK_MARKERS = ("Traceback", 'File "', "/backend/", ".py", "site-packages")
+
+
+def _user_id(api: ApiServer, account: Account) -> str:
+    with api.client() as client:
+        user_id: str = client.get("/api/auth/me", headers=account.headers).json()["id"]
+    return user_id
+
+
+def _token(claims: dict[str, Any], key: str = JWT_SECRET, algorithm: str = "HS256") -> dict[str, str]:
+    with warnings.catch_warnings():  # PyJWT finds our key short for HS512, which is the point of that case
+        warnings.simplefilter("ignore", jwt.warnings.InsecureKeyLengthWarning)
+        token = jwt.encode(claims, key, algorithm=algorithm)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_token_of_a_deleted_user_answers_401(api: ApiServer, database_url: str) -> None:
+    account = register(api, "doomed")
+    user_id = _user_id(api, account)
+    with MongoClient(database_url) as client:
+        assert client["api_tests"]["users"].delete_one({"_id": ObjectId(user_id)}).deleted_count == 1
+    with api.client() as http:
+        answer = http.get("/api/anomaly/datasets", headers=account.headers)
+    assert answer.status_code == 401
+    assert "no longer exists" in answer.json()["detail"]
+    assert answer.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Authorization": "Bearer"}, id="empty bearer"),
+        pytest.param({"Authorization": "Basic dXNlcjpwYXNz"}, id="basic scheme"),
+        pytest.param({"Authorization": "Bearer a.b.c"}, id="three garbage segments"),
+        pytest.param(_token({"sub": str(ObjectId())}), id="no expiry"),
+        pytest.param(_token({"exp": datetime.now(UTC) + timedelta(hours=1)}), id="no subject"),
+        pytest.param(_token({"sub": "not-an-id", "exp": datetime.now(UTC) + timedelta(hours=1)}), id="odd subject"),
+        pytest.param(
+            _token({"sub": str(ObjectId()), "exp": datetime.now(UTC) + timedelta(hours=1)}, algorithm="HS512"),
+            id="right key, other algorithm",
+        ),
+    ],
+)
+def test_tokens_that_are_not_ours_answer_401(api: ApiServer, headers: dict[str, str]) -> None:
+    with api.client() as client:
+        answer = client.get("/api/auth/me", headers=headers)
+    assert answer.status_code == 401
+    assert answer.json()["detail"]
+
+
+def _dataset_operations(api: ApiServer) -> list[tuple[str, str]]:
+    """Every (method, path) of the API that names a dataset, as the OpenAPI schema lists them."""
+    with api.client() as client:
+        paths = client.get("/openapi.json").json()["paths"]
+    return [(method.upper(), path) for path, item in paths.items() if "{dataset_id}" in path for method in item]
+
+
+def test_every_dataset_route_answers_404_for_another_users_dataset_and_changes_nothing(
+    api: ApiServer, database_url: str
+) -> None:
+    owner, intruder = register(api, "owner"), register(api, "intruder")
+    operations = _dataset_operations(api)
+    assert len(operations) >= 6, operations
+    with api.client() as client:
+        dataset_id = upload_ok(client, owner, "mine.csv", csv_bytes(make_normal_transactions(150, seed=41)))
+        before = client.get(f"/api/anomaly/datasets/{dataset_id}", headers=owner.headers).json()
+        answers = {
+            (method, path): client.request(
+                method, path.replace("{dataset_id}", dataset_id), headers=intruder.headers, json={}
+            )
+            for method, path in operations
+        }
+        after = client.get(f"/api/anomaly/datasets/{dataset_id}", headers=owner.headers).json()
+        intruder_list = client.get("/api/anomaly/datasets", headers=intruder.headers).json()
+    wrong = {operation: answer.status_code for operation, answer in answers.items() if answer.status_code != 404}
+    assert not wrong, f"another user's dataset answered: {wrong}"
+    assert after == before and after["status"] == "uploaded"
+    assert intruder_list == []
+    with MongoClient(database_url) as mongo:
+        assert mongo["api_tests"]["analysis_sessions"].count_documents({"dataset_id": ObjectId(dataset_id)}) == 0
+
+
+def test_passwords_are_never_returned_or_logged(api: ApiServer) -> None:
+    username = f"secretive-{uuid.uuid4().hex[:8]}"
+    password = f"pw-{uuid.uuid4().hex}"
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    short = f"s{uuid.uuid4().hex[:4]}"
+    with api.client() as client:
+        answers = [
+            client.post("/api/auth/register", json={"username": username, "password": password}),
+            client.post("/api/auth/register", json={"username": username, "password": password}),  # 409
+            client.post("/api/auth/register", json={"username": "x", "password": short}),  # 422
+            client.post("/api/auth/token", data={"username": username, "password": wrong}),  # 401
+            client.post("/api/auth/token", data={"username": password, "password": password}),  # typed in the wrong box
+            client.post("/api/auth/token", data={"username": username, "password": password}),  # 200
+        ]
+    assert [answer.status_code for answer in answers] == [201, 409, 422, 401, 401, 200]
+    log = api.log_text()
+    for secret in (password, wrong, short):
+        assert all(secret not in answer.text for answer in answers), secret
+        assert secret not in log, f"{secret} was logged"
+
+
+def _login(api: ApiServer, username: str, password: str, address: str) -> httpx.Response:
+    # uvicorn trusts X-Forwarded-For from loopback (FORWARDED_ALLOW_IPS), as from a local reverse proxy: the
+    # tests pose as distinct loopback clients with it.
+    with api.client() as client:
+        return client.post(
+            "/api/auth/token", data={"username": username, "password": password}, headers={"X-Forwarded-For": address}
+        )
+
+
+def test_repeated_failures_for_one_username_answer_429_with_retry_after(api: ApiServer) -> None:
+    account = register(api, "guessed")
+    address, other_address = "127.0.10.1", "127.0.10.2"
+    failures = [_login(api, account.username, f"guess-{n}", address) for n in range(MAX_LOGIN_FAILURES_PER_USERNAME)]
+    throttled = _login(api, account.username, "a-long-password", other_address)  # even the right password
+    other_user = register(api, "unrelated")
+    unaffected = _login(api, other_user.username, "a-long-password", address)
+    assert [answer.status_code for answer in failures] == [401] * MAX_LOGIN_FAILURES_PER_USERNAME
+    assert throttled.status_code == 429
+    assert 0 < int(throttled.headers["retry-after"]) <= 900
+    assert "Too many failed logins" in throttled.json()["detail"]
+    assert unaffected.status_code == 200
+
+
+def test_repeated_failures_from_one_address_answer_429_for_every_username(api: ApiServer) -> None:
+    account = register(api, "neighbour")
+    address = "127.0.11.1"
+
+    def fail(index: int) -> int:
+        return _login(api, f"nobody-{uuid.uuid4().hex[:8]}", "guess", address).status_code
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = list(pool.map(fail, range(MAX_LOGIN_FAILURES_PER_ADDRESS)))
+    throttled = _login(api, account.username, "a-long-password", address)
+    elsewhere = _login(api, account.username, "a-long-password", "127.0.11.2")
+    assert statuses == [401] * MAX_LOGIN_FAILURES_PER_ADDRESS
+    assert throttled.status_code == 429 and int(throttled.headers["retry-after"]) > 0
+    assert elsewhere.status_code == 200
+
+
+def test_error_bodies_name_no_code_paths_or_traces(api: ApiServer, account: Account) -> None:
+    with api.client() as client:
+        answers = [
+            client.get("/api/anomaly/datasets/not-an-id", headers=account.headers),
+            client.post("/api/anomaly/datasets/upload", headers=account.headers, content=b"\x00" * 100),
+            client.post(
+                "/api/anomaly/datasets/upload",
+                headers={**account.headers, "Content-Type": "multipart/form-data; boundary=x"},
+                content=b"--x\r\nContent-Disposition: form-data; name=file\r\n\r\n",
+            ),
+            client.post(f"/api/anomaly/datasets/{ObjectId()}/analyze", headers=account.headers, content=b"{not json"),
+            client.get("/api/anomaly/datasets?limit=-1", headers=account.headers),
+            client.get("/no/such/route"),
+        ]
+    for answer in answers:
+        assert 400 <= answer.status_code < 500, answer.text
+        assert isinstance(answer.json()["detail"], str), answer.text
+        assert not [marker for marker in LEAK_MARKERS if marker in answer.text], answer.text
+        assert answer.headers["x-request-id"]
