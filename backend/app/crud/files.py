@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, BinaryIO
 
 from bson import ObjectId
 from gridfs import AsyncGridFSBucket
@@ -13,8 +13,10 @@ from gridfs.errors import NoFile
 from app.db.collections import Database
 
 
-async def store(database: Database, bucket: str, filename: str, data: bytes, metadata: dict[str, Any]) -> str:
-    """Write ``data`` as one GridFS file and return its id."""
+async def store(
+    database: Database, bucket: str, filename: str, data: bytes | BinaryIO, metadata: dict[str, Any]
+) -> str:
+    """Write ``data`` (bytes, or a binary file read from its current position) as one GridFS file; return its id."""
     file_id = await AsyncGridFSBucket(database, bucket_name=bucket).upload_from_stream(
         filename, data, metadata=metadata
     )

@@ -23,6 +23,7 @@ from app.services.table_snapshot import decode_table, encode_table
 from app.utils.table_reader import file_extension, read_table
 
 UPLOADED = "uploaded"
+HASH_BLOCK_BYTES = 2**20
 # Longest stored filename, extension included (what most filesystems allow).
 MAX_FILENAME_CHARS = 255
 MAX_EXTENSION_CHARS = 16
@@ -40,6 +41,7 @@ class DatasetView:
 @dataclass(frozen=True)
 class _ParsedUpload:
     sha256: str
+    size: int
     columns: list[str]
     row_count: int
     table: bytes
@@ -72,16 +74,18 @@ async def upload(
     file_extension(name)
     if size is not None and size > settings.max_upload_bytes:
         raise too_large_error(settings)
-    data = await asyncio.to_thread(content.read)
-    if len(data) > settings.max_upload_bytes:
+    # The upload stays in its spooled temporary file (on disk past 1 MB): it is hashed, parsed and copied to
+    # GridFS from there, never held whole in memory, so a file of hundreds of MB costs only its parsed table.
+    parsed = await asyncio.to_thread(_parse_upload, content, name)
+    if parsed.size > settings.max_upload_bytes:
         raise too_large_error(settings)
-    parsed = await asyncio.to_thread(_parse_upload, data, name)
     # The dataset document is written last, so a dataset never exists without both its files; when a write
     # fails, the files written so far are removed (as far as the database still answers) and nothing is listed.
     stored: list[str] = []
     upload_metadata = {"owner_id": owner.id, "kind": "upload", "content_type": content_type}
     try:
-        stored.append(await files.store(database, UPLOADS_BUCKET, name, data, upload_metadata))
+        content.seek(0)
+        stored.append(await files.store(database, UPLOADS_BUCKET, name, content, upload_metadata))
         stored.append(
             await files.store(
                 database, UPLOADS_BUCKET, f"{name}.table.npz", parsed.table, {"owner_id": owner.id, "kind": "table"}
@@ -92,7 +96,7 @@ async def upload(
             owner_id=owner.id,
             filename=name,
             content_type=content_type,
-            size=len(data),
+            size=parsed.size,
             sha256=parsed.sha256,
             columns=parsed.columns,
             row_count=parsed.row_count,
@@ -135,10 +139,16 @@ def safe_filename(filename: str | None) -> str:
     return (stem.strip() or "upload")[: MAX_FILENAME_CHARS - len(suffix)] + suffix
 
 
-def _parse_upload(data: bytes, filename: str) -> _ParsedUpload:
-    frame = read_table(data, filename)
+def _parse_upload(content: BinaryIO, filename: str) -> _ParsedUpload:
+    content.seek(0)
+    digest = hashlib.sha256()
+    while block := content.read(HASH_BLOCK_BYTES):
+        digest.update(block)
+    sha256, size = digest.hexdigest(), content.tell()
+    frame = read_table(content, filename)
     return _ParsedUpload(
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256,
+        size=size,
         columns=[str(column) for column in frame.columns],
         row_count=len(frame),
         table=encode_table(frame),
