@@ -141,7 +141,8 @@ async def _handle_unexpected_error(request: Request, error: Exception) -> JSONRe
             "or report the request id if it persists."
         },
         status_code=500,
-        headers={"X-Request-ID": request_id},
+        # The server closes the connection after an unhandled error: a client must not send the next request on it.
+        headers={"X-Request-ID": request_id, "Connection": "close"},
     )
 
 

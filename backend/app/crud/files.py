@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable
 from typing import Any, BinaryIO
@@ -9,6 +10,7 @@ from typing import Any, BinaryIO
 from bson import ObjectId
 from gridfs import AsyncGridFSBucket
 from gridfs.errors import NoFile
+from pymongo.errors import PyMongoError
 
 from app.db.collections import Database
 
@@ -16,11 +18,20 @@ from app.db.collections import Database
 async def store(
     database: Database, bucket: str, filename: str, data: bytes | BinaryIO, metadata: dict[str, Any]
 ) -> str:
-    """Write ``data`` (bytes, or a binary file read from its current position) as one GridFS file; return its id."""
-    file_id = await AsyncGridFSBucket(database, bucket_name=bucket).upload_from_stream(
-        filename, data, metadata=metadata
-    )
-    return str(file_id)
+    """Write ``data`` (bytes, or a binary file read from its current position) as one GridFS file; return its id.
+
+    A failed write removes the chunks it had written (GridFS's own ``upload_from_stream`` leaves them behind),
+    as far as the database still answers.
+    """
+    upload = AsyncGridFSBucket(database, bucket_name=bucket).open_upload_stream(filename, metadata=metadata)
+    try:
+        await upload.write(data)
+        await upload.close()
+    except BaseException:
+        with contextlib.suppress(PyMongoError):
+            await asyncio.shield(upload.abort())
+        raise
+    return str(upload._id)
 
 
 async def read(database: Database, bucket: str, file_id: str) -> bytes:
