@@ -47,6 +47,8 @@ ANALYSIS_FAILURES = Counter(
     "database failed mid-way; the analysis is retried).",
     ["reason"],
 )
+for _reason in ("error", "database"):
+    ANALYSIS_FAILURES.labels(_reason)  # exported as 0 before the first failure, so alerts can rate() it
 ANALYSIS_QUEUE_DEPTH = Gauge(
     "analysis_queue_depth",
     "Analyses waiting to be claimed, over every process on the database (counted when scraped).",
