@@ -12,7 +12,6 @@ Targets: CSV within 1.5 s, .xlsx within 3 s, status p99 under 50 ms.
 
 from __future__ import annotations
 
-import argparse
 import io
 import shutil
 import tempfile
@@ -22,11 +21,13 @@ from pathlib import Path
 import httpx
 from harness import (
     Figure,
+    benchmark_arguments,
     embedded_database,
     figures_table,
     login,
     percentile,
     running_server,
+    train_model,
     upload_to_analyzed,
     write_report,
 )
@@ -35,14 +36,6 @@ from app.utils.sample_data import make_normal_transactions
 
 # Status requests measured per run: back to back while forced re-analyses of the CSV run.
 STATUS_SAMPLES = 300
-
-
-def train_model(directory: Path) -> None:
-    from app.utils.anomaly_detector import TabularAnomalyDetector
-
-    detector = TabularAnomalyDetector(encoding_dim=8, threshold_percentile=95, random_state=0)
-    detector.train(make_normal_transactions(10_000, seed=0), epochs=10, verbose=0)
-    detector.save(directory, training_report=False)
 
 
 def status_latencies(client: httpx.Client, headers: dict[str, str], content: bytes) -> list[float]:
@@ -69,8 +62,7 @@ def measure(rows: int, runs: int, model_dir: Path | None = None) -> list[Figure]
     """Upload to ``analyzed`` for ``rows`` rows as CSV and .xlsx, and status latency during analyses."""
     workdir = Path(tempfile.mkdtemp(prefix="api-speed-"))
     if model_dir is None:
-        model_dir = workdir / "models" / "AutoEncoder"
-        train_model(model_dir)
+        model_dir = train_model("api-speed-model-")
     frame = make_normal_transactions(rows, seed=7)
     files = {"csv": frame.to_csv(index=False).encode()}
     buffer = io.BytesIO()
@@ -102,11 +94,7 @@ def measure(rows: int, runs: int, model_dir: Path | None = None) -> list[Figure]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=50_000)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--output", type=Path)
-    arguments = parser.parse_args()
+    arguments = benchmark_arguments(__doc__, rows=50_000, runs=5)
     figures = measure(arguments.rows, arguments.runs)
     write_report(figures_table("## API speed (embedded SecantusDB, one uvicorn worker)", figures), arguments.output)
 

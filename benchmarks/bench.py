@@ -11,14 +11,13 @@ of upload-to-analyzed times to ``benchmarks/results/bench.png``.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import api_speed
 import big_file
 import detector_speed
 import seed_paths
-from harness import Figure, figures_table, write_report
+from harness import Figure, figures_table, train_model, write_report
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -63,8 +62,7 @@ def main() -> None:
     parser.add_argument("--big-xlsx-rows", type=int, default=200_000)
     arguments = parser.parse_args()
 
-    model_dir = Path(tempfile.mkdtemp(prefix="bench-model-")) / "AutoEncoder"
-    api_speed.train_model(model_dir)
+    model_dir = train_model("bench-model-")
     detector = detector_speed.measure(arguments.rows, arguments.runs)
     api = api_speed.measure(arguments.rows, arguments.runs, model_dir)
     seed = seed_paths.measure(arguments.rows, arguments.runs, model_dir)

@@ -10,22 +10,22 @@ Targets: the 1M-row CSV analysed within 20 s with the API under 1.5 GB; the work
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 from harness import (
-    POLL_SECONDS,
     Figure,
+    benchmark_arguments,
     embedded_database,
     figures_table,
     login,
     running_server,
+    train_model,
+    upload_to_analyzed,
     write_report,
 )
 
@@ -38,24 +38,6 @@ def peak_memory_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
-
-
-def upload_file_to_analyzed(client: httpx.Client, headers: dict[str, str], path: Path) -> float:
-    """Stream ``path`` up, analyse it, poll until analysed; return the seconds from upload to result."""
-    started = time.perf_counter()
-    with open(path, "rb") as handle:
-        answer = client.post("/api/anomaly/datasets/upload", headers=headers, files={"file": (path.name, handle)})
-    answer.raise_for_status()
-    dataset_id = answer.json()["id"]
-    client.post(f"/api/anomaly/datasets/{dataset_id}/analyze", headers=headers).raise_for_status()
-    while True:
-        status = client.get(f"/api/anomaly/datasets/{dataset_id}/status", headers=headers).json()
-        if status["status"] in ("analyzed", "failed"):
-            break
-        time.sleep(POLL_SECONDS * 10)
-    if status["status"] != "analyzed":
-        raise SystemExit(f"analysis of {path.name} failed: {status['error']}")
-    return time.perf_counter() - started
 
 
 def measure_file(path: Path, runs: int, model_dir: Path) -> tuple[list[float], list[float]]:
@@ -72,7 +54,8 @@ def measure_file(path: Path, runs: int, model_dir: Path) -> tuple[list[float], l
             httpx.Client(base_url=server.url, timeout=600) as client,
         ):
             headers = login(client)
-            seconds.append(upload_file_to_analyzed(client, headers, path))
+            with open(path, "rb") as handle:
+                seconds.append(upload_to_analyzed(client, headers, path.name, handle, poll_seconds=0.1)["total"])
             memory.append(peak_memory_mb(server.process.pid))
         shutil.rmtree(workdir, ignore_errors=True)
     return seconds, memory
@@ -110,17 +93,11 @@ def measure(rows: int, runs: int, model_dir: Path, xlsx_rows: int = 200_000) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--xlsx-rows", type=int, default=200_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--output", type=Path)
-    arguments = parser.parse_args()
-    from api_speed import train_model
-
-    model_dir = Path(tempfile.mkdtemp(prefix="big-file-model-")) / "AutoEncoder"
-    train_model(model_dir)
-    figures = measure(arguments.rows, arguments.runs, model_dir, arguments.xlsx_rows)
+    arguments = benchmark_arguments(
+        __doc__, rows=1_000_000, runs=3,
+        more=lambda parser: parser.add_argument("--xlsx-rows", type=int, default=200_000),
+    )  # fmt: skip
+    figures = measure(arguments.rows, arguments.runs, train_model("big-file-model-"), arguments.xlsx_rows)
     write_report(figures_table("## Large files", figures), arguments.output)
 
 

@@ -10,13 +10,12 @@ Targets: the CLI run on 50,000 rows within 60 s with process start; loading with
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from harness import BACKEND_DIR, Figure, figures_table, timed, write_report
+from harness import BACKEND_DIR, Figure, benchmark_arguments, figures_table, timed, write_report
 
 from app.utils.sample_data import make_normal_transactions
 
@@ -59,11 +58,7 @@ def measure(rows: int, runs: int) -> list[Figure]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=50_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--output", type=Path)
-    arguments = parser.parse_args()
+    arguments = benchmark_arguments(__doc__, rows=50_000, runs=3)
     figures = measure(arguments.rows, arguments.runs)
     write_report(figures_table("## Detector speed", figures), arguments.output)
 

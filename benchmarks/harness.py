@@ -6,6 +6,7 @@ data folder, so a benchmark measures the product as users run it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import platform
@@ -14,10 +15,12 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
@@ -26,6 +29,7 @@ BACKEND_DIR = Path(__file__).resolve().parents[1] / "backend"
 sys.path.insert(0, str(BACKEND_DIR))
 
 from app.db.embedded import EmbeddedDatabase  # noqa: E402
+from app.utils.sample_data import make_normal_transactions  # noqa: E402
 
 POLL_SECONDS = 0.01
 
@@ -150,8 +154,14 @@ def login(client: httpx.Client) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def upload_to_analyzed(client: httpx.Client, headers: dict[str, str], filename: str, content: bytes) -> dict:
-    """Upload, analyze, poll until analysed; return the timings seen by the client and the server."""
+def upload_to_analyzed(
+    client: httpx.Client,
+    headers: dict[str, str],
+    filename: str,
+    content: bytes | BinaryIO,
+    poll_seconds: float = POLL_SECONDS,
+) -> dict:
+    """Upload (bytes, or a file streamed up), analyze, poll until analysed; return the client's and server's timings."""
     started = time.perf_counter()
     answer = client.post("/api/anomaly/datasets/upload", headers=headers, files={"file": (filename, content)})
     answer.raise_for_status()
@@ -162,7 +172,7 @@ def upload_to_analyzed(client: httpx.Client, headers: dict[str, str], filename: 
         status = client.get(f"/api/anomaly/datasets/{dataset_id}/status", headers=headers).json()
         if status["status"] in ("analyzed", "failed"):
             break
-        time.sleep(POLL_SECONDS)
+        time.sleep(poll_seconds)
     finished = time.perf_counter()
     if status["status"] != "analyzed":
         raise SystemExit(f"analysis failed: {status['error']}")
@@ -220,3 +230,27 @@ def write_report(report: str, output: Path | None) -> None:
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(report + "\n", encoding="utf-8")
+
+
+def train_model(prefix: str) -> Path:
+    """The model every speed benchmark scores with: trained on 10,000 generated normal rows, in a temp folder."""
+    from app.utils.anomaly_detector import TabularAnomalyDetector
+
+    directory = Path(tempfile.mkdtemp(prefix=prefix)) / "AutoEncoder"
+    detector = TabularAnomalyDetector(encoding_dim=8, threshold_percentile=95, random_state=0)
+    detector.train(make_normal_transactions(10_000, seed=0), epochs=10, verbose=0)
+    detector.save(directory, training_report=False)
+    return directory
+
+
+def benchmark_arguments(
+    description: str | None, rows: int, runs: int, more: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.Namespace:
+    """The options every benchmark script takes (``--rows``, ``--runs``, ``--output``), plus ``more``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=rows)
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--output", type=Path, help="also write the Markdown table to this file")
+    if more is not None:
+        more(parser)
+    return parser.parse_args()

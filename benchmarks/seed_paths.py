@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import shutil
 import tempfile
@@ -22,11 +21,13 @@ import numpy as np
 import pandas as pd
 from harness import (
     Figure,
+    benchmark_arguments,
     embedded_database,
     figures_table,
     login,
     running_server,
     timed,
+    train_model,
     upload_to_analyzed,
     write_report,
 )
@@ -73,23 +74,15 @@ def measure(rows: int, runs: int, model_dir: Path) -> list[Figure]:
         training = [upload_to_analyzed(client, headers, "bench.csv", files["csv"])["total"] for _ in range(runs)]
     shutil.rmtree(workdir, ignore_errors=True)
     return [
-        Figure(f"seed path, naive: openpyxl + Keras predict, {rows:,} x 20 CSV", "s", tuple(naive["csv"])),
+        Figure(f"seed path, naive: pandas read_csv + Keras predict, {rows:,} x 20 CSV", "s", tuple(naive["csv"])),
         Figure(f"seed path, naive: openpyxl + Keras predict, {rows:,} x 20 XLSX", "s", tuple(naive["xlsx"])),
         Figure(f"seed's before: training per upload (API, fallback), {rows:,} x 20 CSV", "s", tuple(training)),
     ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=50_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--output", type=Path)
-    arguments = parser.parse_args()
-    from api_speed import train_model
-
-    model_dir = Path(tempfile.mkdtemp(prefix="seed-paths-model-")) / "AutoEncoder"
-    train_model(model_dir)
-    figures = measure(arguments.rows, arguments.runs, model_dir)
+    arguments = benchmark_arguments(__doc__, rows=50_000, runs=3)
+    figures = measure(arguments.rows, arguments.runs, train_model("seed-paths-model-"))
     write_report(figures_table("## The seed's paths", figures), arguments.output)
 
 
