@@ -160,7 +160,7 @@ async def export_results(database: Database, dataset: Dataset, export_format: Ex
             f"{dataset.row_count:,} rows do not fit an Excel sheet ({EXCEL_MAX_ROWS:,} at most): use format=csv."
         )
     assert session.threshold is not None
-    table = await dataset_service.load_table(database, dataset)
+    table = await dataset_service.load_snapshot(database, dataset)
     top_columns = None
     if session.top_columns_file_id is not None:
         stored = await files.read(database, RESULTS_BUCKET, session.top_columns_file_id)

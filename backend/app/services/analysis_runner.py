@@ -37,7 +37,7 @@ from app.crud.sessions import AnalysisSession
 from app.db.collections import RESULTS_BUCKET, Database
 from app.services import datasets as dataset_service
 from app.services.models import ModelRegistry
-from app.services.table_snapshot import json_value
+from app.services.table_snapshot import TableSnapshot, json_value
 from app.utils.anomaly_detector import TabularAnomalyDetector
 
 logger = logging.getLogger(__name__)
@@ -248,13 +248,13 @@ class AnalysisRunner:
         if dataset is None:
             await self._discard_deleted(session)
             return
-        table = await dataset_service.load_table(self.database, dataset)
+        table = await dataset_service.load_snapshot(self.database, dataset)
         timings.lap("load")
         progress.set(10)
 
         if session.fallback_train:
             detector = await self._in_background(
-                _train_on_dataset, table, session.threshold_percentile, self.fallback_epochs
+                _train_on_dataset, table.rows(), session.threshold_percentile, self.fallback_epochs
             )
             threshold = detector.threshold
             timings.lap("train")
@@ -343,34 +343,38 @@ class AnalysisRunner:
 
 
 def score_table(
-    detector: TabularAnomalyDetector, table: pd.DataFrame, threshold: float, progress: _Progress
+    detector: TabularAnomalyDetector, table: TableSnapshot, threshold: float, progress: _Progress
 ) -> ScoredTable:
-    """Score every row; rank the rows above ``threshold`` with their values and the columns that explain them."""
+    """Score every row; rank the rows above ``threshold`` with their values and the columns that explain them.
+
+    The table is decoded ``SCORING_CHUNK_ROWS`` rows at a time, so memory grows with the anomalies, not the rows.
+    """
     start_percent = progress.percent
-    scores = np.empty(len(table), dtype=np.float64)
-    top_columns = np.empty(len(table), dtype=np.int32)
+    scores = np.empty(table.row_count, dtype=np.float64)
+    top_columns = np.empty(table.row_count, dtype=np.int32)
     anomalous: list[int] = []
+    row_values: list[np.ndarray] = []
     explanations: list[list[dict[str, Any]]] = []
-    for start in range(0, len(table), SCORING_CHUNK_ROWS):
-        details = detector.score_details(table.iloc[start : start + SCORING_CHUNK_ROWS])
+    for chunk in table.chunks(SCORING_CHUNK_ROWS):
+        start = chunk.index.start
+        details = detector.score_details(chunk)
         stop = start + len(details.scores)
         scores[start:stop] = details.scores
         column_errors = details.column_errors
         top_columns[start:stop] = np.where(column_errors.sum(axis=1) > 0, column_errors.argmax(axis=1), -1)
         hits = np.flatnonzero(details.scores > threshold)
         anomalous.extend(int(hit) + start for hit in hits)
+        row_values.extend(chunk.iloc[hits].to_numpy(dtype=object))
         explanations.extend(detector.explain(details, hits, TOP_FEATURES))
-        progress.set(start_percent + stop / len(table) * (90 - start_percent))
+        progress.set(start_percent + stop / table.row_count * (90 - start_percent))
     # Highest score first; equal scores keep the file's row order, so pages are stable.
     order = np.argsort(-scores[anomalous], kind="stable")
-    rows = np.asarray(anomalous, dtype=np.int64)[order]
-    values = table.iloc[rows].to_numpy(dtype=object)
-    names = [str(column) for column in table.columns]
+    names = table.columns
     anomalies = [
         {
-            "row": int(row),
-            "score": float(scores[row]),
-            "values": {name: json_value(value) for name, value in zip(names, row_values, strict=True)},
+            "row": anomalous[index],
+            "score": float(scores[anomalous[index]]),
+            "values": {name: json_value(value) for name, value in zip(names, row_values[index], strict=True)},
             "top_features": [
                 {
                     "column": feature["column"],
@@ -380,7 +384,7 @@ def score_table(
                 for feature in explanations[index]
             ],
         }
-        for row, index, row_values in zip(rows, order, values, strict=True)
+        for index in order
     ]
     return ScoredTable(scores, top_columns, detector.feature_names, anomalies)
 

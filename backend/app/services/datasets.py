@@ -10,7 +10,6 @@ import unicodedata
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import pandas as pd
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from app.core.config import Settings
@@ -19,7 +18,7 @@ from app.crud import anomaly_pages, datasets, files, sessions
 from app.crud.datasets import Dataset
 from app.crud.users import User
 from app.db.collections import RESULTS_BUCKET, UPLOADS_BUCKET, Database
-from app.services.table_snapshot import decode_table, encode_table
+from app.services.table_snapshot import TableSnapshot, encode_table
 from app.utils.table_reader import file_extension, read_table
 
 UPLOADED = "uploaded"
@@ -185,8 +184,8 @@ async def delete(database: Database, dataset: Dataset) -> None:
     await files.delete(database, UPLOADS_BUCKET, [dataset.file_id, dataset.table_file_id])
 
 
-async def load_table(database: Database, dataset: Dataset) -> pd.DataFrame:
-    """The dataset's rows as parsed at upload."""
+async def load_snapshot(database: Database, dataset: Dataset) -> TableSnapshot:
+    """The dataset's rows as parsed at upload, to decode a range at a time."""
     data = await files.read(database, UPLOADS_BUCKET, dataset.table_file_id)
-    return await asyncio.to_thread(decode_table, data)
+    return await asyncio.to_thread(TableSnapshot, data)
 

@@ -23,6 +23,8 @@ import pandas as pd
 from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
+from app.services.table_snapshot import TableSnapshot
+
 RESULT_COLUMNS = ("anomaly_score", "is_anomaly", "top_feature")
 # Rows rendered at a time: a few MB of CSV text for wide tables.
 EXPORT_CHUNK_ROWS = 5_000
@@ -56,13 +58,13 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def csv_blocks(table: pd.DataFrame, results: RowResults, chunk_rows: int = EXPORT_CHUNK_ROWS) -> Iterator[bytes]:
+def csv_blocks(table: TableSnapshot, results: RowResults, chunk_rows: int = EXPORT_CHUNK_ROWS) -> Iterator[bytes]:
     """The results as UTF-8 CSV, one block per ``chunk_rows`` rows (the first with the header)."""
     for index, chunk in enumerate(_result_chunks(table, results, chunk_rows)):
         yield chunk.to_csv(index=False, header=index == 0, lineterminator="\n").encode("utf-8")
 
 
-def write_xlsx(table: pd.DataFrame, results: RowResults, chunk_rows: int = EXPORT_CHUNK_ROWS) -> IO[bytes]:
+def write_xlsx(table: TableSnapshot, results: RowResults, chunk_rows: int = EXPORT_CHUNK_ROWS) -> IO[bytes]:
     """The results as an Excel workbook in an anonymous temporary file, positioned at its start.
 
     The file is deleted when it is closed (``file_blocks`` closes it once it is sent).
@@ -92,7 +94,7 @@ def file_blocks(handle: IO[bytes]) -> Iterator[bytes]:
             yield block
 
 
-def _result_chunks(table: pd.DataFrame, results: RowResults, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _result_chunks(table: TableSnapshot, results: RowResults, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """The table with the result columns appended, ``chunk_rows`` rows at a time, text escaped.
 
     The result columns are added beside the uploaded ones even when an uploaded column has the same name.
@@ -100,9 +102,9 @@ def _result_chunks(table: pd.DataFrame, results: RowResults, chunk_rows: int) ->
     names = np.asarray([*(escape_formula(name) for name in results.feature_names), None], dtype=object)
     header = [escape_formula(str(column)) for column in table.columns] + list(RESULT_COLUMNS)
     # range(0, 1) for an empty table: one empty chunk, so the header is still written.
-    for start in range(0, max(len(table), 1), chunk_rows):
-        stop = min(start + chunk_rows, len(table))
-        uploaded = table.iloc[start:stop].reset_index(drop=True)
+    for start in range(0, max(table.row_count, 1), chunk_rows):
+        stop = min(start + chunk_rows, table.row_count)
+        uploaded = table.rows(start, stop).reset_index(drop=True)
         columns = {position: _escaped(uploaded.iloc[:, position]) for position in range(uploaded.shape[1])}
         scores = results.scores[start:stop]
         top = results.top_columns[start:stop] if results.top_columns is not None else np.full(len(scores), -1)

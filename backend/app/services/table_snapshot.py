@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -52,35 +53,63 @@ def encode_table(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def decode_table(data: bytes) -> pd.DataFrame:
-    """Rebuild the table ``encode_table`` stored."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        manifest = json.loads(archive[_MANIFEST].tobytes().decode("utf-8"))
-        if manifest.get("format") != FORMAT_VERSION:
-            raise ValueError(f"Unknown table snapshot format {manifest.get('format')!r}")
-        names: list[str] = []
+class TableSnapshot:
+    """A stored table, decoded a range of rows at a time: only the rows asked for become a DataFrame.
+
+    A million-row table costs its compact arrays (numbers as numbers, text as integer codes) until rows are
+    asked for, so an analysis or a download can walk through it in chunks with little memory.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            manifest = json.loads(archive[_MANIFEST].tobytes().decode("utf-8"))
+            if manifest.get("format") != FORMAT_VERSION:
+                raise ValueError(f"Unknown table snapshot format {manifest.get('format')!r}")
+            self._columns: list[dict[str, Any]] = manifest["columns"]
+            self._arrays = [archive[f"column{position}"] for position in range(len(self._columns))]
+        self.row_count: int = manifest["rows"]
+        self.columns: list[str] = [column["name"] for column in self._columns]
+        # Per coded column: its distinct values, with None last for code -1 (a missing cell).
+        self._lookups: dict[int, np.ndarray] = {}
+        for position, column in enumerate(self._columns):
+            if column["encoding"] == "codes":
+                lookup = np.empty(len(column["values"]) + 1, dtype=object)
+                lookup[:-1] = column["values"]
+                lookup[-1] = None
+                self._lookups[position] = lookup
+
+    def rows(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """Rows ``start`` to ``stop`` (exclusive) as a DataFrame whose index is their row numbers."""
+        stop = self.row_count if stop is None else min(stop, self.row_count)
+        index = pd.RangeIndex(start, stop)
         series: dict[int, pd.Series] = {}
-        for position, column in enumerate(manifest["columns"]):
-            names.append(column["name"])
-            stored = archive[f"column{position}"]
+        for position, column in enumerate(self._columns):
+            stored = self._arrays[position][start:stop]
             if column["encoding"] == "array":
-                series[position] = pd.Series(stored, copy=False)
+                series[position] = pd.Series(stored, index=index, copy=False)
             else:
-                series[position] = _decode_codes(stored, column["values"], column["dtype"])
-    frame = pd.DataFrame(series)
-    frame.columns = pd.Index(names)
-    return frame
+                series[position] = _decode_codes(self._lookups[position][stored], column["dtype"], index)
+        frame = pd.DataFrame(series, index=index)
+        frame.columns = pd.Index(self.columns)
+        return frame
+
+    def chunks(self, chunk_rows: int) -> Iterator[pd.DataFrame]:
+        """All rows in order, ``chunk_rows`` at a time."""
+        for start in range(0, self.row_count, chunk_rows):
+            yield self.rows(start, start + chunk_rows)
 
 
-def _decode_codes(codes: np.ndarray, distinct_values: list[Any], dtype: str) -> pd.Series:
-    lookup = np.empty(len(distinct_values) + 1, dtype=object)
-    lookup[:-1] = distinct_values
-    lookup[-1] = None  # code -1: a missing cell
-    values = pd.Series(lookup[codes])
+def decode_table(data: bytes) -> pd.DataFrame:
+    """Rebuild the whole table ``encode_table`` stored."""
+    return TableSnapshot(data).rows()
+
+
+def _decode_codes(values: np.ndarray, dtype: str, index: pd.Index) -> pd.Series:
+    series = pd.Series(values, index=index)
     try:
-        return values.astype(dtype)
+        return series.astype(dtype)
     except (TypeError, ValueError):
-        return values
+        return series
 
 
 def json_value(value: Any) -> Any:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from app.services.results_export import RowResults, csv_blocks, escape_formula, file_blocks, write_xlsx
+from app.services.table_snapshot import TableSnapshot, encode_table
 
 ROWS = 23
 CHUNK_ROWS = 5  # several chunks, the last one short
@@ -36,6 +37,11 @@ def _table() -> pd.DataFrame:
     return table
 
 
+def _stored(table: pd.DataFrame) -> TableSnapshot:
+    """The table as an analysis reads it back: from its stored snapshot."""
+    return TableSnapshot(encode_table(table))
+
+
 def _results(table: pd.DataFrame) -> RowResults:
     scores = np.linspace(0.5, 3.0, len(table))
     top_columns = np.where(np.arange(len(table)) % 3 == 0, -1, np.arange(len(table)) % 2).astype(np.int32)
@@ -43,7 +49,7 @@ def _results(table: pd.DataFrame) -> RowResults:
 
 
 def _csv(table: pd.DataFrame, results: RowResults) -> pd.DataFrame:
-    content = b"".join(csv_blocks(table, results, chunk_rows=CHUNK_ROWS))
+    content = b"".join(csv_blocks(_stored(table), results, chunk_rows=CHUNK_ROWS))
     return pd.read_csv(io.BytesIO(content), keep_default_na=False, na_values=[""])
 
 
@@ -68,7 +74,7 @@ def test_csv_escapes_formula_text_and_leaves_numbers_alone() -> None:
 
 def test_xlsx_has_every_row_in_order_with_text_never_a_formula() -> None:
     table, results = _table(), _results(_table())
-    content = b"".join(file_blocks(write_xlsx(table, results, chunk_rows=CHUNK_ROWS)))
+    content = b"".join(file_blocks(write_xlsx(_stored(table), results, chunk_rows=CHUNK_ROWS)))
     exported = pd.read_excel(io.BytesIO(content), engine="calamine")
     assert len(exported) == ROWS
     assert exported["count"].tolist() == table["count"].tolist()
@@ -92,7 +98,7 @@ def test_xlsx_writes_zoned_dates_infinities_and_control_characters() -> None:
         }
     )
     results = RowResults(np.array([1.0, 2.0, 3.0]), 2.5, None, [])
-    content = b"".join(file_blocks(write_xlsx(table, results)))
+    content = b"".join(file_blocks(write_xlsx(_stored(table), results)))
     sheet = openpyxl.load_workbook(io.BytesIO(content)).active
     assert sheet.cell(row=2, column=1).value == pd.Timestamp("2025-01-01 00:00")
     assert [sheet.cell(row=row, column=2).value for row in (2, 3, 4)] == [1.5, None, None]
