@@ -37,6 +37,9 @@ from app.services.analysis import ExportFormat, HistogramScale
 from app.utils.anomaly_detector import ColumnMismatchError
 from app.utils.table_reader import TableReadError, UnsupportedFileTypeError
 
+# Offsets past this are refused (422) rather than passed to the database, whose integers are 64-bit.
+MAX_OFFSET = 1_000_000_000
+
 router = APIRouter(prefix="/api/anomaly", tags=["anomaly"], responses=errors.responses(AuthenticationError))
 
 
@@ -61,7 +64,7 @@ async def list_datasets(
     user: CurrentUser,
     database: DatabaseDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[DatasetOut]:
     """The caller's datasets, newest first."""
     return [DatasetOut.from_view(view) for view in await datasets.list_owned(database, user, limit, offset)]
@@ -126,7 +129,7 @@ async def list_anomalies(
     dataset: OwnedDataset,
     database: DatabaseDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> AnomalyPageOut:
     """The anomalous rows, highest score first, with their values and the columns that explain them."""
     return AnomalyPageOut.from_page(await analysis.anomalies(database, dataset, limit, offset))

@@ -224,7 +224,10 @@ def test_database_stopped_mid_analysis_the_session_is_retried_not_stuck(
         with fault_api.client() as client:
             alive = client.get("/health")
             during = client.get(f"/api/anomaly/datasets/{dataset_id}/status", headers=account.headers)
-        time.sleep(6)  # longer than the training: the analysis tries to store its results while the database is down
+        # The database stays down until the analysis has finished training and failed to store its results.
+        deadline = time.monotonic() + 90
+        while not _outcomes(fault_api, dataset_id) and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         fault_database.start()
     with fault_api.client() as client:
@@ -238,8 +241,11 @@ def test_database_stopped_mid_analysis_the_session_is_retried_not_stuck(
     assert final["status"] == "analyzed", final
     assert final["attempts"] >= 2, "the attempt cut off by the outage should have been retried"
     assert anomalies.json()["total"] == final["anomaly_count"] == len(anomalies.json()["items"])
-    outcomes = [event["outcome"] for event in fault_api.events("analysis") if event["dataset_id"] == dataset_id]
-    assert outcomes[-1] == "analyzed" and "retried" in outcomes
+    assert _outcomes(fault_api, dataset_id) == ["retried", "analyzed"]
+
+
+def _outcomes(server: ApiServer, dataset_id: str) -> list[str]:
+    return [event["outcome"] for event in server.events("analysis") if event["dataset_id"] == dataset_id]
 
 
 def _descendants(pid: int) -> list[int]:
