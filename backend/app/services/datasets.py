@@ -18,8 +18,8 @@ from app.crud import anomaly_pages, datasets, files, sessions
 from app.crud.datasets import Dataset
 from app.crud.users import User
 from app.db.collections import RESULTS_BUCKET, UPLOADS_BUCKET, Database
-from app.services.table_snapshot import TableSnapshot, encode_table
-from app.utils.table_reader import file_extension, read_table
+from app.services.table_snapshot import TableSnapshot, TableSnapshotWriter
+from app.utils.table_reader import file_extension, iter_table
 
 UPLOADED = "uploaded"
 HASH_BLOCK_BYTES = 2**20
@@ -43,7 +43,7 @@ class _ParsedUpload:
     size: int
     columns: list[str]
     row_count: int
-    table: bytes
+    table: BinaryIO
 
 
 def too_large_error(settings: Settings) -> UploadTooLargeError:
@@ -111,6 +111,8 @@ async def upload(
                 "later, and tell the service's operator if this persists."
             ) from error
         raise
+    finally:
+        parsed.table.close()  # the snapshot's temporary file
     return DatasetView(dataset, UPLOADED)
 
 
@@ -144,13 +146,11 @@ def _parse_upload(content: BinaryIO, filename: str) -> _ParsedUpload:
     while block := content.read(HASH_BLOCK_BYTES):
         digest.update(block)
     sha256, size = digest.hexdigest(), content.tell()
-    frame = read_table(content, filename)
+    snapshot = TableSnapshotWriter()
+    for chunk in iter_table(content, filename):
+        snapshot.add(chunk)
     return _ParsedUpload(
-        sha256=sha256,
-        size=size,
-        columns=[str(column) for column in frame.columns],
-        row_count=len(frame),
-        table=encode_table(frame),
+        sha256=sha256, size=size, columns=snapshot.columns, row_count=snapshot.row_count, table=snapshot.finish()
     )
 
 

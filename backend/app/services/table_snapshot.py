@@ -11,9 +11,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import tempfile
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -26,31 +27,87 @@ _RAW_KINDS = "biufcmM"
 
 def encode_table(frame: pd.DataFrame) -> bytes:
     """Serialise ``frame`` (column names, values and dtypes; the index is not kept)."""
-    arrays: dict[str, np.ndarray] = {}
-    columns: list[dict[str, Any]] = []
-    for position, name in enumerate(frame.columns):
-        series = frame.iloc[:, position]
-        key = f"column{position}"
-        dtype = series.dtype
-        if isinstance(dtype, np.dtype) and dtype.kind in _RAW_KINDS:
-            arrays[key] = series.to_numpy()
-            columns.append({"name": str(name), "encoding": "array"})
-        else:
-            codes, uniques = pd.factorize(series, use_na_sentinel=True)
-            arrays[key] = codes.astype(np.int32 if len(uniques) < 2**31 else np.int64)
-            columns.append(
-                {
-                    "name": str(name),
-                    "encoding": "codes",
-                    "dtype": str(dtype),
-                    "values": [json_value(value) for value in uniques.tolist()],
-                }
-            )
-    manifest = {"format": FORMAT_VERSION, "rows": len(frame), "columns": columns}
-    arrays[_MANIFEST] = np.frombuffer(json.dumps(manifest).encode("utf-8"), dtype=np.uint8)
-    buffer = io.BytesIO()
-    np.savez(buffer, allow_pickle=False, **arrays)
-    return buffer.getvalue()
+    writer = TableSnapshotWriter()
+    writer.add(frame)
+    with writer.finish() as archive:
+        return archive.read()
+
+
+class TableSnapshotWriter:
+    """Builds a snapshot from a table given a chunk of rows at a time, so a large upload is never whole in memory.
+
+    Text columns are coded across chunks (one list of distinct values per column). A column whose type changes
+    between chunks (numbers first, text later) is coded as text from its first row on.
+    """
+
+    def __init__(self) -> None:
+        self.columns: list[str] = []
+        self.row_count = 0
+        self._parts: list[list[np.ndarray]] = []
+        self._coded: list[bool] = []
+        self._dtypes: list[str] = []
+        self._distinct: list[dict[Any, int]] = []
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        """Append ``chunk``'s rows (its columns must be the first chunk's)."""
+        if not self.columns:
+            self.columns = [str(name) for name in chunk.columns]
+            self._parts = [[] for _ in self.columns]
+            self._distinct = [{} for _ in self.columns]
+            self._coded = [not _is_raw(chunk.iloc[:, position]) for position in range(len(self.columns))]
+            self._dtypes = [str(dtype) for dtype in chunk.dtypes]
+        for position in range(len(self.columns)):
+            series = chunk.iloc[:, position]
+            parts = self._parts[position]
+            if not self._coded[position] and not _fits(parts, series):
+                self._coded[position], self._dtypes[position] = True, "object"
+                self._parts[position] = parts = [self._codes(position, pd.Series(part)) for part in parts]
+            parts.append(self._codes(position, series) if self._coded[position] else series.to_numpy())
+        self.row_count += len(chunk)
+
+    def finish(self) -> BinaryIO:
+        """The snapshot, a NumPy archive readable without pickle, in a temporary file positioned at its start.
+
+        Each column's chunks are joined and let go one column at a time, and the archive goes to disk (deleted
+        when the file is closed), not to a growing buffer: at no point are there two copies of the table.
+        """
+        arrays: dict[str, np.ndarray] = {}
+        columns: list[dict[str, Any]] = []
+        for position, name in enumerate(self.columns):
+            arrays[f"column{position}"] = np.concatenate(self._parts[position])
+            self._parts[position] = []
+            if self._coded[position]:
+                values = list(self._distinct[position])
+                columns.append({"name": name, "encoding": "codes", "dtype": self._dtypes[position], "values": values})
+            else:
+                columns.append({"name": name, "encoding": "array"})
+        manifest = {"format": FORMAT_VERSION, "rows": self.row_count, "columns": columns}
+        arrays[_MANIFEST] = np.frombuffer(json.dumps(manifest).encode("utf-8"), dtype=np.uint8)
+        archive = tempfile.TemporaryFile(suffix=".npz")  # noqa: SIM115 - returned open; closing deletes it
+        np.savez(archive, allow_pickle=False, **arrays)
+        archive.seek(0)
+        return archive
+
+    def _codes(self, position: int, series: pd.Series) -> np.ndarray:
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        distinct = self._distinct[position]
+        # The chunk's codes mapped to the column's; the extra last entry keeps code -1 (a missing cell) as -1.
+        mapping = [distinct.setdefault(json_value(value), len(distinct)) for value in uniques.tolist()]
+        return np.asarray([*mapping, -1], dtype=np.int32)[codes]
+
+
+def _is_raw(series: pd.Series) -> bool:
+    return isinstance(series.dtype, np.dtype) and series.dtype.kind in _RAW_KINDS
+
+
+def _fits(parts: list[np.ndarray], series: pd.Series) -> bool:
+    """Whether ``series`` can be stored as a raw array beside ``parts`` (numbers of any width join up)."""
+    if not _is_raw(series):
+        return False
+    if not parts:
+        return True
+    kinds = {parts[0].dtype.kind, series.dtype.kind}
+    return len(kinds) == 1 or kinds <= set("biuf")
 
 
 class TableSnapshot:
