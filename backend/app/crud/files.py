@@ -40,6 +40,11 @@ async def read(database: Database, bucket: str, file_id: str) -> bytes:
     return await stream.read()
 
 
+async def download(database: Database, bucket: str, file_id: str, destination: BinaryIO) -> None:
+    """Copy a GridFS file into ``destination`` a chunk at a time (for files too large to hold as bytes)."""
+    await AsyncGridFSBucket(database, bucket_name=bucket).download_to_stream(ObjectId(file_id), destination)
+
+
 async def delete(database: Database, bucket: str, file_ids: Iterable[str | None]) -> None:
     """Delete GridFS files, skipping ids that are ``None`` or already gone."""
     grid = AsyncGridFSBucket(database, bucket_name=bucket)

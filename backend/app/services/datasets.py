@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
+import tempfile
 import unicodedata
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -185,7 +186,12 @@ async def delete(database: Database, dataset: Dataset) -> None:
 
 
 async def load_snapshot(database: Database, dataset: Dataset) -> TableSnapshot:
-    """The dataset's rows as parsed at upload, to decode a range at a time."""
-    data = await files.read(database, UPLOADS_BUCKET, dataset.table_file_id)
-    return await asyncio.to_thread(TableSnapshot, data)
+    """The dataset's rows as parsed at upload, to decode a range at a time.
+
+    The stored archive goes through a temporary file, so only its arrays are ever in memory, not its bytes too.
+    """
+    with tempfile.TemporaryFile(suffix=".npz") as archive:
+        await files.download(database, UPLOADS_BUCKET, dataset.table_file_id, archive)
+        archive.seek(0)
+        return await asyncio.to_thread(TableSnapshot, archive)
 

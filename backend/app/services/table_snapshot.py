@@ -117,8 +117,8 @@ class TableSnapshot:
     asked for, so an analysis or a download can walk through it in chunks with little memory.
     """
 
-    def __init__(self, data: bytes) -> None:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+    def __init__(self, data: bytes | BinaryIO) -> None:
+        with np.load(io.BytesIO(data) if isinstance(data, bytes) else data, allow_pickle=False) as archive:
             manifest = json.loads(archive[_MANIFEST].tobytes().decode("utf-8"))
             if manifest.get("format") != FORMAT_VERSION:
                 raise ValueError(f"Unknown table snapshot format {manifest.get('format')!r}")
