@@ -18,9 +18,11 @@ Collection = AsyncCollection[dict[str, Any]]
 USERS = "users"
 DATASETS = "datasets"
 ANALYSIS_SESSIONS = "analysis_sessions"
-# Anomalies of an analysed session, highest score first, ANOMALY_PAGE_SIZE to a document.
+# Anomalies of an analysed session, highest score first, up to ANOMALY_PAGE_SIZE items and ANOMALY_PAGE_BYTES
+# of BSON to a document (a wide table's rows fill a page sooner), each page knowing the rank of its first item.
 ANOMALY_PAGES = "anomaly_pages"
 ANOMALY_PAGE_SIZE = 500
+ANOMALY_PAGE_BYTES = 4 * 2**20  # well under MongoDB's 16 MB document limit
 # Failed logins per username or address and time window (documents expire with their window).
 LOGIN_FAILURES = "login_failures"
 
@@ -43,7 +45,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("status", ASCENDING), ("lease_expires_at", ASCENDING)], name="expired_leases"),
         IndexModel([("dataset_id", ASCENDING), ("created_at", DESCENDING)], name="dataset_sessions"),
     ],
-    ANOMALY_PAGES: [IndexModel([("session_id", ASCENDING), ("page", ASCENDING)], unique=True, name="session_page")],
+    ANOMALY_PAGES: [
+        IndexModel([("session_id", ASCENDING), ("page", ASCENDING)], unique=True, name="session_page"),
+        IndexModel([("session_id", ASCENDING), ("first", ASCENDING)], name="session_first_rank"),
+    ],
     LOGIN_FAILURES: [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expire_with_window")],
 }
 
