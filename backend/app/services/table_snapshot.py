@@ -46,7 +46,7 @@ class TableSnapshotWriter:
         self._parts: list[list[np.ndarray]] = []
         self._coded: list[bool] = []
         self._dtypes: list[str] = []
-        self._distinct: list[dict[Any, int]] = []
+        self._distinct: list[dict[tuple[str, Any], int]] = []
 
     def add(self, chunk: pd.DataFrame) -> None:
         """Append ``chunk``'s rows (its columns must be the first chunk's)."""
@@ -77,7 +77,7 @@ class TableSnapshotWriter:
             arrays[f"column{position}"] = np.concatenate(self._parts[position])
             self._parts[position] = []
             if self._coded[position]:
-                values = list(self._distinct[position])
+                values = [value for _, value in self._distinct[position]]
                 columns.append({"name": name, "encoding": "codes", "dtype": self._dtypes[position], "values": values})
             else:
                 columns.append({"name": name, "encoding": "array"})
@@ -89,10 +89,18 @@ class TableSnapshotWriter:
         return archive
 
     def _codes(self, position: int, series: pd.Series) -> np.ndarray:
-        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        # True == 1 and False == 0 to a hash table, so a column mixing types is factorized on (type, value)
+        # pairs; the plain factorization of uniform columns stays in C.
+        if pd.api.types.infer_dtype(series, skipna=True).startswith("mixed"):
+            keyed = pd.Series([None if pd.isna(value) else (type(value).__name__, value) for value in series])
+            codes, unique_keys = pd.factorize(keyed, use_na_sentinel=True)
+            uniques = [value for _, value in unique_keys]
+        else:
+            codes, unique_values = pd.factorize(series, use_na_sentinel=True)
+            uniques = unique_values.tolist()
         distinct = self._distinct[position]
         # The chunk's codes mapped to the column's; the extra last entry keeps code -1 (a missing cell) as -1.
-        mapping = [distinct.setdefault(json_value(value), len(distinct)) for value in uniques.tolist()]
+        mapping = [distinct.setdefault((type(value).__name__, json_value(value)), len(distinct)) for value in uniques]
         return np.asarray([*mapping, -1], dtype=np.int32)[codes]
 
 
@@ -154,11 +162,6 @@ class TableSnapshot:
         """All rows in order, ``chunk_rows`` at a time."""
         for start in range(0, self.row_count, chunk_rows):
             yield self.rows(start, start + chunk_rows)
-
-
-def decode_table(data: bytes) -> pd.DataFrame:
-    """Rebuild the whole table ``encode_table`` stored."""
-    return TableSnapshot(data).rows()
 
 
 def _decode_codes(values: np.ndarray, dtype: str, index: pd.Index) -> pd.Series:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from app.utils.table_reader import normalize_column_names
+
 # Text columns with more distinct values than this are one-hot encoded by their most frequent values only;
 # the rest share an "other" feature, as do values never seen in training.
 MAX_CATEGORIES = 30
@@ -43,6 +45,7 @@ class NumericColumn:
     scale: float
 
     def width(self) -> int:
+        """Encoded features: the scaled value and the missing flag."""
         return 2
 
 
@@ -54,6 +57,7 @@ class CategoricalColumn:
     categories: list[str]
 
     def width(self) -> int:
+        """Encoded features: one per frequent value, one for anything else."""
         return len(self.categories) + 1
 
 
@@ -70,6 +74,7 @@ class DatetimeColumn:
     cycles: list[str]
 
     def width(self) -> int:
+        """Encoded features: sine and cosine per cycle, and the missing flag."""
         return 2 * len(self.cycles) + 1
 
 
@@ -90,18 +95,14 @@ class TablePreprocessor:
         """The input columns the encoding uses, in encoding order."""
         return [column.name for column in self.columns_]
 
-    @property
-    def n_features(self) -> int:
-        """Width of the encoded matrix."""
-        return int(self.feature_columns_.size)
-
     def fit(self, frame: pd.DataFrame) -> TablePreprocessor:
         """Decide each column's encoding from ``frame``; columns that carry no signal are dropped with a reason."""
         self.columns_, self.dropped_columns_ = [], {}
+        frame = frame.set_axis(normalize_column_names(frame.columns), axis=1)
         for name in frame.columns:
-            column, reason = _fit_column(str(name), frame[name])
+            column, reason = _fit_column(name, frame[name])
             if column is None:
-                self.dropped_columns_[str(name)] = reason
+                self.dropped_columns_[name] = reason
             else:
                 self.columns_.append(column)
         if not self.columns_:
@@ -113,13 +114,13 @@ class TablePreprocessor:
         return self
 
     def missing_columns(self, columns: Iterable[object]) -> list[str]:
-        """The model's input columns that ``columns`` lacks (names compared without surrounding spaces)."""
-        present = {str(column).strip() for column in columns}
+        """The model's input columns that ``columns`` lacks (names compared after ``normalize_column_names``)."""
+        present = set(normalize_column_names(columns))
         return [name for name in self.input_columns if name not in present]
 
     def check_columns(self, columns: Iterable[object]) -> list[str]:
         """Return the dataset columns the model ignores; raise ``ColumnMismatchError`` if any it needs are missing."""
-        present = [str(column).strip() for column in columns]
+        present = normalize_column_names(columns)
         missing = self.missing_columns(present)
         if missing:
             raise ColumnMismatchError(
@@ -149,7 +150,7 @@ class TablePreprocessor:
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Encode ``frame`` (any column order, extra columns ignored) as a float32 matrix."""
         self.check_columns(frame.columns)
-        frame = frame.rename(columns=lambda column: str(column).strip())
+        frame = frame.set_axis(normalize_column_names(frame.columns), axis=1)
         blocks = [_transform_column(column, frame[column.name]) for column in self.columns_]
         return np.ascontiguousarray(np.column_stack(blocks), dtype=np.float32)
 

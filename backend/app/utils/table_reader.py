@@ -11,7 +11,7 @@ import codecs
 import csv
 import io
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -96,8 +96,27 @@ def _name(source: Source, filename: str | None) -> str:
     return filename if filename is not None else str(source)
 
 
+def normalize_column_names(columns: Iterable[object]) -> list[str]:
+    """Column names as text without surrounding spaces; a repeated name gets pandas' suffix (``v``, ``v.1``).
+
+    Applied wherever a table comes in (files, DataFrames given to the detector), so ``"amount "`` and
+    ``"amount"`` name the same column everywhere and two columns never end up with one name.
+    """
+    names: list[str] = []
+    seen: set[str] = set()
+    for column in columns:
+        name = base = str(column).strip()
+        repeat = 0
+        while name in seen:
+            repeat += 1
+            name = f"{base}.{repeat}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
 def _clean_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    frame.columns = [str(column).strip() for column in frame.columns]
+    frame.columns = normalize_column_names(frame.columns)
     return frame
 
 

@@ -88,3 +88,20 @@ def test_a_table_with_no_usable_column_is_refused():
 
     with pytest.raises(ValueError, match="No usable feature column"):
         TablePreprocessor().fit(frame)
+
+
+def test_column_names_are_compared_without_surrounding_spaces(training_frame: pd.DataFrame):
+    padded = training_frame.rename(columns={"value1": " value1 ", "region": "region "})
+
+    preprocessor = TablePreprocessor().fit(padded)
+
+    assert "value1" in preprocessor.input_columns and "region" in preprocessor.input_columns
+    np.testing.assert_allclose(preprocessor.transform(training_frame), preprocessor.transform(padded))
+
+
+def test_names_equal_once_stripped_stay_two_columns(training_frame: pd.DataFrame):
+    frame = training_frame.assign(**{"value1 ": training_frame["value2"]})
+
+    preprocessor = TablePreprocessor().fit(frame)
+
+    assert {"value1", "value1.1"} <= set(preprocessor.input_columns)

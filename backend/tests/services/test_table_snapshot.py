@@ -60,3 +60,11 @@ def test_a_column_that_turns_to_text_in_a_later_chunk_keeps_every_value():
 
     assert rows["code"].tolist() == [1, 2, "A7", None]
     assert rows["ratio"].tolist()[:3] == [1.0, 2.0, 0.5] and np.isnan(rows["ratio"].iloc[3])
+
+
+def test_booleans_and_numbers_in_one_column_keep_their_types():
+    column = pd.Series([1.0, True, "x", 0, False], dtype=object)
+
+    rows = TableSnapshot(encode_table(pd.DataFrame({"mixed": column}))).rows()
+
+    assert [(type(value), value) for value in rows["mixed"]] == [(type(value), value) for value in column]

@@ -141,3 +141,10 @@ def test_a_decompression_bomb_is_refused_before_parsing():
 def test_a_zip_that_is_not_a_workbook_is_refused():
     with pytest.raises(TableReadError, match="could not be read as an Excel workbook"):
         read_table(_zip_bomb(unpacked_mb=1), "archive.xlsx")
+
+
+def test_headers_equal_once_stripped_get_pandas_suffixes():
+    frame = read_table(b"v,v ,w\n1,2,3\n", "spaced.csv")
+
+    assert list(frame.columns) == ["v", "v.1", "w"]
+    assert frame.iloc[0].tolist() == [1, 2, 3]
