@@ -53,3 +53,15 @@ async def delete(database: Database, bucket: str, file_ids: Iterable[str | None]
             continue
         with contextlib.suppress(NoFile):
             await grid.delete(ObjectId(file_id))
+
+
+async def delete_where(database: Database, bucket: str, metadata_key: str, values: Iterable[str]) -> None:
+    """Delete every GridFS file whose ``metadata.<metadata_key>`` is one of ``values`` (stored or not elsewhere)."""
+    wanted = list(values)
+    if not wanted:
+        return
+    grid = AsyncGridFSBucket(database, bucket_name=bucket)
+    cursor = database[f"{bucket}.files"].find({f"metadata.{metadata_key}": {"$in": wanted}}, {"_id": 1})
+    for file_id in [document["_id"] async for document in cursor]:
+        with contextlib.suppress(NoFile):
+            await grid.delete(file_id)

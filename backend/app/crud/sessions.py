@@ -279,6 +279,12 @@ async def count_in_progress(database: Database) -> tuple[int, int]:
     return queued, analyzing
 
 
+async def find_for_dataset(database: Database, dataset_id: str) -> list[AnalysisSession]:
+    """Every session of a dataset, in any state."""
+    cursor = database[ANALYSIS_SESSIONS].find({"dataset_id": ObjectId(dataset_id)})
+    return [_session(document) async for document in cursor]
+
+
 async def delete_for_dataset(database: Database, dataset_id: str) -> list[AnalysisSession]:
     """Delete every session of a dataset and return them (their results are the caller's to remove)."""
     collection = database[ANALYSIS_SESSIONS]

@@ -177,12 +177,26 @@ async def view(database: Database, dataset: Dataset) -> DatasetView:
 
 
 async def delete(database: Database, dataset: Dataset) -> None:
-    """Remove a dataset, its file, its parsed table, its analyses and their results."""
-    await datasets.delete(database, dataset.id)
+    """Remove a dataset, its file, its parsed table, its analyses and their results.
+
+    Children go first and the dataset document last: a delete that fails part-way leaves the dataset in
+    place, so repeating the request finds it and finishes the job instead of answering 404 over orphans.
+    Results are found by their files' ``metadata.session_id`` as well as the sessions' references, and swept
+    again after the sessions are gone, so a runner completing meanwhile leaves nothing behind.
+    """
+    session_ids = {session.id for session in await sessions.find_for_dataset(database, dataset.id)}
+    await _delete_results(database, session_ids, [])
     removed = await sessions.delete_for_dataset(database, dataset.id)
-    await anomaly_pages.delete_for_sessions(database, [session.id for session in removed])
-    await files.delete(database, RESULTS_BUCKET, [file_id for session in removed for file_id in session.file_ids])
+    session_ids |= {session.id for session in removed}
+    await _delete_results(database, session_ids, [file_id for session in removed for file_id in session.file_ids])
     await files.delete(database, UPLOADS_BUCKET, [dataset.file_id, dataset.table_file_id])
+    await datasets.delete(database, dataset.id)
+
+
+async def _delete_results(database: Database, session_ids: set[str], file_ids: list[str]) -> None:
+    await anomaly_pages.delete_for_sessions(database, session_ids)
+    await files.delete(database, RESULTS_BUCKET, file_ids)
+    await files.delete_where(database, RESULTS_BUCKET, "session_id", session_ids)
 
 
 async def load_snapshot(database: Database, dataset: Dataset) -> TableSnapshot:

@@ -16,6 +16,7 @@ import pytest
 from bson import ObjectId
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
+from gridfs import GridFSBucket
 from pymongo import MongoClient
 
 from app.utils.sample_data import inject_anomalies, make_normal_transactions
@@ -274,6 +275,32 @@ def test_deleting_a_dataset_leaves_no_trace(api: ApiServer, account: Account, mo
     assert deleted.status_code == 204
     assert after.status_code == 404 and again.status_code == 404
     assert _traces(mongo, ids) == []
+
+
+def test_a_delete_interrupted_part_way_can_be_repeated_and_finishes(
+    api: ApiServer, account: Account, mongo: Any
+) -> None:
+    """Children go before the dataset: after a delete that stopped part-way, the dataset is still there and
+    repeating the request removes everything, including a result file a runner wrote late (found by its
+    ``metadata.session_id`` though no session points to it)."""
+    with api.client() as client:
+        dataset_id, _ = _analyzed(client, account, "test.csv", csv_bytes(make_normal_transactions(300, seed=39)))
+        ids = _stored_ids(mongo, dataset_id)
+        session = mongo["analysis_sessions"].find_one({"dataset_id": ObjectId(dataset_id)})
+        # What a delete that failed after its first steps leaves: the session's pages and files gone...
+        mongo["anomaly_pages"].delete_many({"session_id": session["_id"]})
+        for key in ("scores_file_id", "top_columns_file_id"):
+            GridFSBucket(mongo, bucket_name="results").delete(session[key])
+        # ...and a result file a runner stored meanwhile, referenced by no session.
+        late = GridFSBucket(mongo, bucket_name="results").upload_from_stream(
+            f"{session['_id']}.scores", b"late", metadata={"session_id": str(session["_id"])}
+        )
+        still_there = client.get(f"/api/anomaly/datasets/{dataset_id}", headers=account.headers)
+        deleted = client.delete(f"/api/anomaly/datasets/{dataset_id}", headers=account.headers)
+        after = client.get(f"/api/anomaly/datasets/{dataset_id}", headers=account.headers)
+    assert still_there.status_code == 200
+    assert deleted.status_code == 204 and after.status_code == 404
+    assert _traces(mongo, [*ids, str(late)]) == []
 
 
 def test_deleting_a_dataset_during_its_analysis_leaves_no_trace(
