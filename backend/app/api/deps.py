@@ -39,8 +39,8 @@ class AppResources:
     runner: AnalysisRunner
 
 
-def get_resources(request: Request) -> AppResources:
-    """The process's shared resources."""
+async def get_resources(request: Request) -> AppResources:
+    """The process's shared resources (async: a plain ``def`` dependency would cost a thread hop per request)."""
     resources: AppResources = request.app.state.resources
     return resources
 
@@ -48,12 +48,12 @@ def get_resources(request: Request) -> AppResources:
 ResourcesDep = Annotated[AppResources, Depends(get_resources)]
 
 
-def get_settings(resources: ResourcesDep) -> Settings:
+async def get_settings(resources: ResourcesDep) -> Settings:
     """The service's settings."""
     return resources.settings
 
 
-def get_database(resources: ResourcesDep) -> Database:
+async def get_database(resources: ResourcesDep) -> Database:
     """The MongoDB database."""
     return resources.database
 
@@ -64,7 +64,7 @@ async def get_models(resources: ResourcesDep) -> ModelRegistry:
     return resources.models
 
 
-def get_runner(resources: ResourcesDep) -> AnalysisRunner:
+async def get_runner(resources: ResourcesDep) -> AnalysisRunner:
     """This process's analysis runner."""
     return resources.runner
 

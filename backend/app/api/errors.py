@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.observability import request_id_of
 from app.core.errors import (
@@ -146,10 +148,28 @@ async def _handle_unexpected_error(request: Request, error: Exception) -> JSONRe
     )
 
 
+# Starlette's own answers (unknown path, wrong method, unreadable form body), each with what to do next.
+_FRAMEWORK_ERROR_ADVICE = {
+    404: "Not found: check the path; every endpoint is listed at /docs.",
+    405: "Method not allowed on this path: the allowed methods are in the Allow header and at /docs.",
+    400: "The request body could not be read: send the file as multipart/form-data in a field named 'file'.",
+}
+
+
+async def _handle_framework_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    advice = _FRAMEWORK_ERROR_ADVICE.get(error.status_code)
+    # Only Starlette's bare wording is replaced; a detail written by this service is kept as it is.
+    generic = error.detail in (None, "", HTTPStatus(error.status_code).phrase, "There was an error parsing the body")
+    detail = advice if advice and generic else error.detail
+    return JSONResponse({"detail": detail}, status_code=error.status_code, headers=getattr(error, "headers", None))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the mapping on ``app``."""
     for error_type in HTTP_ERRORS:
         app.add_exception_handler(error_type, _handle_domain_error)
+    app.add_exception_handler(StarletteHTTPException, _handle_framework_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(ConnectionFailure, _handle_database_unavailable)
     app.add_exception_handler(Exception, _handle_unexpected_error)
