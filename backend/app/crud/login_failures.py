@@ -1,4 +1,4 @@
-"""Counts of failed logins per key (a username or a client address) in fixed time windows.
+"""Counts of failed logins per key (a username at a client address, or an address) in fixed time windows.
 
 Kept in MongoDB, so every process on the database counts together and a restart forgets nothing; each
 window's document expires with it (a TTL index), so the collection holds only the current windows.

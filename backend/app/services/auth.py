@@ -30,9 +30,11 @@ async def issue_token(
 ) -> str:
     """A bearer token for valid credentials; ``AuthenticationError`` otherwise (same answer for both causes).
 
-    Failures are counted per username and per client ``address``: past ``LOGIN_MAX_FAILURES_PER_*`` in a
+    Failures are counted per (username, client ``address``) pair and per ``address``: past
+    ``LOGIN_MAX_FAILURES_PER_USERNAME`` for the pair, or ``LOGIN_MAX_FAILURES_PER_ADDRESS`` for the address, in a
     window, logins are refused before the password is even checked (``TooManyLoginFailuresError``), which
-    stops guessing and spares the deliberately slow hashing.
+    stops guessing and spares the deliberately slow hashing. A username is never locked for every address,
+    so guessing from one address cannot lock its owner out from another.
     """
     user_key, address_key = _throttle_keys(username, address)
     window = settings.login_failure_window_seconds
@@ -43,7 +45,7 @@ async def issue_token(
         metrics.LOGINS_THROTTLED.inc()
         retry_after = max(1, math.ceil((max(blocked) - datetime.now(UTC)).total_seconds()))
         raise TooManyLoginFailuresError(
-            f"Too many failed logins for this username or from this address: try again in {retry_after} s.",
+            f"Too many failed logins from this address: try again in {retry_after} s.",
             retry_after,
         )
     user = await users.find_by_username(database, username)
@@ -60,7 +62,8 @@ async def issue_token(
 
 def _throttle_keys(username: str, address: str | None) -> tuple[str, str]:
     # Usernames are hashed: people type passwords into the username field, and those must not be stored.
-    return f"user:{hashlib.sha256(username.encode()).hexdigest()[:32]}", f"address:{address or 'unknown'}"
+    address_key = f"address:{address or 'unknown'}"
+    return f"user:{hashlib.sha256(username.encode()).hexdigest()[:32]}:{address_key}", address_key
 
 
 async def user_from_token(database: Database, secret: str, token: str | None) -> User:

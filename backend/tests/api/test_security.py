@@ -140,11 +140,11 @@ def _login(api: ApiServer, username: str, password: str, address: str) -> httpx.
         )
 
 
-def test_repeated_failures_for_one_username_answer_429_with_retry_after(api: ApiServer) -> None:
+def test_repeated_failures_for_one_username_from_one_address_answer_429_with_retry_after(api: ApiServer) -> None:
     account = register(api, "guessed")
-    address, other_address = "127.0.10.1", "127.0.10.2"
+    address = "127.0.10.1"
     failures = [_login(api, account.username, f"guess-{n}", address) for n in range(MAX_LOGIN_FAILURES_PER_USERNAME)]
-    throttled = _login(api, account.username, "a-long-password", other_address)  # even the right password
+    throttled = _login(api, account.username, "a-long-password", address)  # even the right password
     other_user = register(api, "unrelated")
     unaffected = _login(api, other_user.username, "a-long-password", address)
     assert [answer.status_code for answer in failures] == [401] * MAX_LOGIN_FAILURES_PER_USERNAME
@@ -152,6 +152,18 @@ def test_repeated_failures_for_one_username_answer_429_with_retry_after(api: Api
     assert 0 < int(throttled.headers["retry-after"]) <= 900
     assert "Too many failed logins" in throttled.json()["detail"]
     assert unaffected.status_code == 200
+
+
+def test_failures_from_another_address_do_not_lock_the_owner_out(api: ApiServer) -> None:
+    """An attacker exhausting a username's attempts from their address cannot lock the account for everyone."""
+    account = register(api, "targeted")
+    attacker, owner = "127.0.12.1", "127.0.12.2"
+    failures = [_login(api, account.username, f"guess-{n}", attacker) for n in range(MAX_LOGIN_FAILURES_PER_USERNAME)]
+    attacker_again = _login(api, account.username, "guess", attacker)
+    owner_login = _login(api, account.username, "a-long-password", owner)
+    assert [answer.status_code for answer in failures] == [401] * MAX_LOGIN_FAILURES_PER_USERNAME
+    assert attacker_again.status_code == 429
+    assert owner_login.status_code == 200, owner_login.text
 
 
 def test_repeated_failures_from_one_address_answer_429_for_every_username(api: ApiServer) -> None:
