@@ -21,7 +21,7 @@ class AuthenticationError(ServiceError):
 
 
 class TooManyLoginFailuresError(AuthenticationError):
-    """Too many failed logins for this username or from this address lately: wait ``retry_after`` seconds."""
+    """Too many failed logins for a username from one address, or from one address: wait ``retry_after`` seconds."""
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
@@ -38,6 +38,10 @@ class UsernameTakenError(ServiceError):
 
 class UploadTooLargeError(ServiceError):
     """The upload is larger than ``MAX_UPLOAD_MB``."""
+
+
+class RequestBodyTooLargeError(UploadTooLargeError):
+    """A request body over the small limit of every route but the upload (answered 413 like an upload)."""
 
 
 class UploadNotStoredError(ServiceError):

@@ -44,6 +44,35 @@ def test_streamed_upload_over_the_limit_answers_413(api: ApiServer, account: Acc
     assert "upload limit" in answer.json()["detail"]
 
 
+def _large_login_body() -> Iterator[bytes]:
+    yield b"username=someone&password="
+    for _ in range(16):
+        yield b"x" * (64 * 1024)
+
+
+def test_a_large_body_to_any_other_route_answers_413_and_the_server_stays_healthy(
+    api: ApiServer, account: Account
+) -> None:
+    """Only the upload takes MAX_UPLOAD_MB: unauthenticated register and login refuse a 1 MB body, declared
+    or streamed, and say what to do."""
+    megabyte = b"username=someone&password=" + b"x" * (1024 * 1024)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    with api.client() as client:
+        declared = client.post("/api/auth/token", headers=form, content=megabyte)
+        streamed = client.post("/api/auth/token", headers=form, content=_large_login_body())
+        register = client.post(
+            "/api/auth/register", headers={"Content-Type": "application/json"}, content=b'{"username": "' + megabyte
+        )
+        health = client.get("/health")
+        listed = client.get("/api/anomaly/datasets", headers=account.headers)
+    for answer in (declared, streamed, register):
+        assert answer.status_code == 413, answer.text
+        assert "64 KB limit" in answer.json()["detail"]
+        assert "/api/anomaly/datasets/upload" in answer.json()["detail"]
+    assert health.status_code == 200
+    assert listed.status_code == 200
+
+
 def test_unsupported_file_type_answers_415(api: ApiServer, account: Account) -> None:
     with api.client() as client:
         answer = upload(client, account, "notes.txt", b"hello")
