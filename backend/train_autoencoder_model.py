@@ -23,12 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pandas as pd  # noqa: E402
 
 from app.core.config import get_settings  # noqa: E402
-from app.utils.anomaly_detector import TabularAnomalyDetector  # noqa: E402  (TensorFlow loads when training starts)
+from app.utils.anomaly_detector import MIN_TRAINING_ROWS, TabularAnomalyDetector  # noqa: E402  (TensorFlow loads when training starts)
 from app.utils.model_store import METADATA_FILENAME, MODEL_FILENAME, REPORT_FILENAME  # noqa: E402
 from app.utils.table_reader import TableReadError, read_table  # noqa: E402
 
 RULE = "=" * 80
-MIN_ROWS = 100
 ACCEPTABLE_RATE = (1.0, 10.0)
 EXIT_USAGE = 2
 
@@ -114,9 +113,9 @@ def load_training_data(data_file: Path) -> pd.DataFrame:
     except TableReadError as error:
         _fail(str(error))
     frame = frame.dropna(how="all")
-    if len(frame) < MIN_ROWS:
+    if len(frame) < MIN_TRAINING_ROWS:
         _fail(
-            f"{data_file} has {len(frame)} usable rows; at least {MIN_ROWS} normal rows are needed "
+            f"{data_file} has {len(frame)} usable rows; at least {MIN_TRAINING_ROWS} normal rows are needed "
             "(10,000+ recommended)."
         )
     return frame

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=settings.host, help="interface to listen on (HOST)")
     parser.add_argument("--port", type=int, default=settings.port, help="port to listen on (PORT)")
     parser.add_argument(
-        "--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+        "--workers", type=int, default=settings.web_concurrency,
         help="uvicorn worker processes (WEB_CONCURRENCY); each runs its own analysis runner",
     )  # fmt: skip
     parser.add_argument(

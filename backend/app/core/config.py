@@ -12,8 +12,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 BACKEND_DIR = Path(__file__).resolve().parents[2]
 REPO_ROOT = BACKEND_DIR.parent
 DEFAULT_MODEL_PATH = "Model/AutoEncoder"
-# The command that creates the default model, as the seed shows it (run from backend/).
-TRAINING_COMMAND = "python train_autoencoder_model.py data/normal_samples.xlsx"
 
 
 def resolve_backend_path(path: str | Path) -> Path:
@@ -40,6 +38,7 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(default=100, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000
+    web_concurrency: int = 1
     data_dir: str = str(REPO_ROOT / ".data")
 
     # Beyond the contract's table: how the service runs.

@@ -21,6 +21,7 @@ from app.core.errors import (
     ModelUnavailableError,
     NotFoundError,
     UnknownModelError,
+    UploadNotStoredError,
     UploadTooLargeError,
 )
 from app.schemas.anomaly import (
@@ -46,7 +47,7 @@ router = APIRouter(prefix="/api/anomaly", tags=["anomaly"], responses=errors.res
 @router.post(
     "/datasets/upload",
     status_code=status.HTTP_201_CREATED,
-    responses=errors.responses(TableReadError, UploadTooLargeError, UnsupportedFileTypeError),
+    responses=errors.responses(TableReadError, UploadTooLargeError, UnsupportedFileTypeError, UploadNotStoredError),
 )
 async def upload_dataset(
     file: Annotated[UploadFile, File(description="A .csv, .xlsx or .xls table with a header row.")],
@@ -122,9 +123,7 @@ async def dataset_status(dataset: OwnedDataset, database: DatabaseDep) -> Status
     return StatusOut.from_status(await analysis.status(database, dataset))
 
 
-@router.get(
-    "/datasets/{dataset_id}/anomalies", responses=errors.responses(NotFoundError, AnalysisNotReadyError)
-)
+@router.get("/datasets/{dataset_id}/anomalies", responses=errors.responses(NotFoundError, AnalysisNotReadyError))
 async def list_anomalies(
     dataset: OwnedDataset,
     database: DatabaseDep,
@@ -135,9 +134,7 @@ async def list_anomalies(
     return AnomalyPageOut.from_page(await analysis.anomalies(database, dataset, limit, offset))
 
 
-@router.get(
-    "/datasets/{dataset_id}/scores/histogram", responses=errors.responses(NotFoundError, AnalysisNotReadyError)
-)
+@router.get("/datasets/{dataset_id}/scores/histogram", responses=errors.responses(NotFoundError, AnalysisNotReadyError))
 async def score_histogram(
     dataset: OwnedDataset,
     database: DatabaseDep,
@@ -152,10 +149,13 @@ async def score_histogram(
     "/datasets/{dataset_id}/results",
     response_class=StreamingResponse,
     responses={
-        200: {"description": "The results file", "content": {
+        200: {
+            "description": "The results file",
+            "content": {
                 "text/csv": {},
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {},
-            },},
+            },
+        },
         **errors.responses(NotFoundError, AnalysisNotReadyError, ExportTooLargeError),
     },
 )

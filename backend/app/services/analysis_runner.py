@@ -247,6 +247,7 @@ class AnalysisRunner:
         dataset = await datasets.find(self.database, session.dataset_id)
         if dataset is None:
             await self._discard_deleted(session)
+            self._report(session, "discarded", timings)
             return
         table = await dataset_service.load_snapshot(self.database, dataset)
         timings.lap("load")

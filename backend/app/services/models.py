@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.core.config import TRAINING_COMMAND, Settings
+from app.core.config import Settings
 from app.core.errors import AmbiguousModelError, ModelUnavailableError, UnknownModelError
 from app.utils import model_store
-from app.utils.anomaly_detector import ColumnMismatchError, TabularAnomalyDetector
+from app.utils.anomaly_detector import TRAINING_COMMAND, ColumnMismatchError, TabularAnomalyDetector
 
 logger = logging.getLogger(__name__)
 

@@ -52,6 +52,8 @@ SCORING_BLOCK = 8192
 # The training-score distribution kept for re-thresholding is at most this many sorted scores.
 STORED_SCORES = 20_000
 MIN_TRAINING_ROWS = 100
+# The seed's one-time training command (run from backend/): what every "no model" message tells users to run.
+TRAINING_COMMAND = "python train_autoencoder_model.py data/normal_samples.xlsx"
 _COLUMN_KINDS = {"numeric": NumericColumn, "categorical": CategoricalColumn, "datetime": DatetimeColumn}
 
 
@@ -500,7 +502,7 @@ def detect_anomalies_in_excel(
         if not train_if_needed:
             raise ValueError(
                 "No model provided and train_if_needed=False: train one with "
-                "`python train_autoencoder_model.py data/normal_samples.xlsx` "
+                f"`{TRAINING_COMMAND}` "
                 f"(looked in {str(model_path)!r})."
             )
         detector = TabularAnomalyDetector()
