@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
-from harness import embedded_database, login, machine, percentile, running_server, write_report
+from harness import embedded_database, login, machine, percentile, running_server, train_model, write_report
 
 from app.utils.sample_data import inject_anomalies, make_normal_transactions
 
@@ -59,14 +59,6 @@ class Tally:
     def latency(self, seconds: float) -> None:
         with self.lock:
             self.status_seconds.append(seconds)
-
-
-def train_model(directory: Path) -> None:
-    from app.utils.anomaly_detector import TabularAnomalyDetector
-
-    detector = TabularAnomalyDetector(encoding_dim=8, threshold_percentile=95, random_state=0)
-    detector.train(make_normal_transactions(10_000, seed=0), epochs=10, verbose=0)
-    detector.save(directory, training_report=False)
 
 
 class Checker:
@@ -270,9 +262,8 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="load-"))
     try:
-        print(f"Training a model in {workdir} (removed at the end) ...", flush=True)
-        model_dir = workdir / "Model" / "AutoEncoder"
-        train_model(model_dir)
+        print("Training a model ...", flush=True)
+        model_dir = train_model("load-model-")
         checker = Checker(model_dir)
         tally = Tally()
         with (

@@ -141,7 +141,7 @@ async def request_analysis(
 
 async def status(database: Database, dataset: Dataset) -> AnalysisStatus:
     """The dataset's latest analysis, as its status."""
-    session = await sessions.find(database, dataset.latest_session_id) if dataset.latest_session_id else None
+    session = await dataset_service.latest_session(database, dataset)
     return AnalysisStatus(dataset, session)
 
 
@@ -214,7 +214,7 @@ async def _stored_scores(database: Database, session: AnalysisSession) -> np.nda
 
 
 async def _analysed_session(database: Database, dataset: Dataset) -> AnalysisSession:
-    session = await sessions.find(database, dataset.latest_session_id) if dataset.latest_session_id else None
+    session = await dataset_service.latest_session(database, dataset)
     if session is None or session.status != SessionStatus.ANALYZED:
         state = session.status.value if session else dataset_service.UPLOADED
         raise AnalysisNotReadyError(

@@ -17,6 +17,7 @@ from app.core.config import Settings
 from app.core.errors import UploadNotStoredError, UploadTooLargeError
 from app.crud import anomaly_pages, datasets, files, sessions
 from app.crud.datasets import Dataset
+from app.crud.sessions import AnalysisSession
 from app.crud.users import User
 from app.db.collections import RESULTS_BUCKET, UPLOADS_BUCKET, Database
 from app.services.table_snapshot import TableSnapshot, TableSnapshotWriter
@@ -170,9 +171,14 @@ async def list_owned(database: Database, owner: User, limit: int, offset: int) -
     ]
 
 
+async def latest_session(database: Database, dataset: Dataset) -> AnalysisSession | None:
+    """The dataset's latest analysis session, or None before its first analysis."""
+    return await sessions.find(database, dataset.latest_session_id) if dataset.latest_session_id else None
+
+
 async def view(database: Database, dataset: Dataset) -> DatasetView:
     """One dataset with its analysis status."""
-    session = await sessions.find(database, dataset.latest_session_id) if dataset.latest_session_id else None
+    session = await latest_session(database, dataset)
     return DatasetView(dataset, session.status.value if session else UPLOADED)
 
 
