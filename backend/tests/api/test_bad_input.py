@@ -82,6 +82,9 @@ REFUSED: list[tuple[str, str, Callable[[], bytes], int, str]] = [
     ("decompression bomb", "bomb.xlsx", _decompression_bomb, 400, "would expand to 1,024 MB"),
     ("rows longer than the header", "ragged.csv", _ragged_csv, 400, "could not be parsed as CSV"),
     ("legacy .xls that is not one", "old.xls", lambda: b"\xd0\xcf\x11\xe0 broken", 400, "Excel workbook"),
+    ("zip header, then garbage", "broken.xlsx", lambda: b"PK\x03\x04 this is not really a workbook", 400,
+     "Excel workbook"),
+    ("text file", "notes.txt", lambda: b"hello", 415, ".csv, .xlsx or .xls"),
     ("no extension", "table", lambda: b"a,b\n1,2\n", 415, ".csv, .xlsx or .xls"),
     ("executable", "run.exe", lambda: b"MZ\x90\x00", 415, ".csv, .xlsx or .xls"),
 ]

@@ -73,34 +73,6 @@ def test_a_large_body_to_any_other_route_answers_413_and_the_server_stays_health
     assert listed.status_code == 200
 
 
-def test_unsupported_file_type_answers_415(api: ApiServer, account: Account) -> None:
-    with api.client() as client:
-        answer = upload(client, account, "notes.txt", b"hello")
-    assert answer.status_code == 415
-    assert ".csv, .xlsx or .xls" in answer.json()["detail"]
-
-
-def test_empty_file_answers_400(api: ApiServer, account: Account) -> None:
-    with api.client() as client:
-        answer = upload(client, account, "empty.csv", b"")
-    assert answer.status_code == 400
-    assert "empty" in answer.json()["detail"]
-
-
-def test_header_only_table_answers_400(api: ApiServer, account: Account) -> None:
-    with api.client() as client:
-        answer = upload(client, account, "header.csv", b"a,b,c\n")
-    assert answer.status_code == 400
-    assert "no data rows" in answer.json()["detail"]
-
-
-def test_unreadable_workbook_answers_400(api: ApiServer, account: Account) -> None:
-    with api.client() as client:
-        answer = upload(client, account, "broken.xlsx", b"PK\x03\x04 this is not really a workbook")
-    assert answer.status_code == 400
-    assert "Excel" in answer.json()["detail"]
-
-
 def test_delete_removes_the_dataset(api: ApiServer, account: Account) -> None:
     with api.client() as client:
         dataset_id = upload_ok(client, account, "gone.csv", csv_bytes(make_normal_transactions(130, seed=9)))
