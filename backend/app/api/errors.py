@@ -26,8 +26,10 @@ from app.core.errors import (
     ExportTooLargeError,
     ModelUnavailableError,
     NotFoundError,
+    QuotaExceededError,
     RegistrationClosedError,
     TooManyLoginFailuresError,
+    TooManyRequestsError,
     UnknownModelError,
     UploadNotStoredError,
     UploadTooLargeError,
@@ -64,7 +66,9 @@ HTTP_ERRORS: dict[type[Exception], HttpError] = {
     AnalysisNotReadyError: HttpError(409, "The dataset has not been analysed yet"),
     UploadTooLargeError: HttpError(413, "The upload is larger than MAX_UPLOAD_MB"),
     UnsupportedFileTypeError: HttpError(415, "The file is not .csv, .xlsx or .xls"),
+    QuotaExceededError: HttpError(409, "A per-user storage limit is reached: delete something first"),
     TooManyLoginFailuresError: HttpError(429, "Too many failed logins for this username or address: see Retry-After"),
+    TooManyRequestsError: HttpError(429, "Too much at once from this user or address: see Retry-After"),
     ColumnMismatchError: HttpError(422, "The dataset's columns don't match the model"),
     UnknownModelError: HttpError(422, "No model of that name is loaded"),
     AmbiguousModelError: HttpError(422, "Several models fit the dataset's columns: name one"),
@@ -84,7 +88,7 @@ def error_response(error: Exception) -> JSONResponse:
     mapped = http_error_for(error)
     assert mapped is not None, f"{type(error).__name__} has no HTTP mapping"
     headers = {"WWW-Authenticate": "Bearer"} if mapped.status_code == 401 else {}
-    if isinstance(error, TooManyLoginFailuresError):
+    if isinstance(error, TooManyRequestsError):
         headers["Retry-After"] = str(error.retry_after)
     return JSONResponse({"detail": str(error)}, status_code=mapped.status_code, headers=headers)
 

@@ -20,12 +20,20 @@ class AuthenticationError(ServiceError):
     """Missing, malformed, expired or wrongly signed token, or wrong username or password."""
 
 
-class TooManyLoginFailuresError(AuthenticationError):
-    """Too many failed logins for a username from one address, or from one address: wait ``retry_after`` seconds."""
+class TooManyRequestsError(ServiceError):
+    """Past a bound on how much or how often one user or address may ask at once: wait ``retry_after`` seconds."""
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class TooManyLoginFailuresError(TooManyRequestsError, AuthenticationError):
+    """Too many failed logins for a username from one address, or from one address: wait ``retry_after`` seconds."""
+
+
+class QuotaExceededError(ServiceError):
+    """A per-user storage limit (datasets, bytes, models, versions) is reached: the message says what to delete."""
 
 
 class RegistrationClosedError(ServiceError):
