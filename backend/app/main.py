@@ -1,33 +1,28 @@
 """The FastAPI application: ``uvicorn app.main:app`` (``python -m app.serve`` also starts the database).
 
 The lifespan creates what each process shares: one MongoDB client (PyMongo's async client is bound to one
-event loop) with the indexes ensured, the models loaded once, and the background analysis runner.
+event loop) with the indexes ensured, and the model registry (the models' cards: an API process never loads
+TensorFlow; job workers, ``python -m app.worker``, run the analyses).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
-from pymongo import AsyncMongoClient
-from pymongo.errors import PyMongoError
 
 from app.api.deps import AppResources
 from app.api.errors import VALIDATION_RESPONSE, install_error_handlers
 from app.api.observability import RequestObservabilityMiddleware
 from app.api.upload_limit import UploadSizeLimitMiddleware
 from app.core.config import Settings, get_settings
-from app.core.errors import ConfigurationError
 from app.core.security import resolve_jwt_secret
-from app.db.collections import ensure_indexes
+from app.db.connection import connected
 from app.routes import api_router, web_routes
-from app.services.analysis_runner import AnalysisRunner, create_background_executor
 from app.services.datasets import too_large_error
-from app.services.models import ModelRegistry
+from app.services.model_registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -40,38 +35,14 @@ upload with `POST /api/anomaly/datasets/upload`, start with `POST .../analyze` a
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Connect, ensure indexes, load the models and start the analysis runner; undo it all on shutdown."""
+    """Connect (indexes ensured) and read the models' cards; close the client on shutdown."""
     settings: Settings = app.state.settings
     jwt_secret = resolve_jwt_secret(settings)
-    if not settings.mongodb_url:
-        raise ConfigurationError(
-            "MONGODB_URL is not set: start the service with `python -m app.serve` (or `make run`), which starts "
-            "the embedded database, or point MONGODB_URL at a MongoDB server."
-        )
-    # An unreachable database fails requests (503) and analyses (retried) after this long, not after
-    # PyMongo's default 30 s.
-    timeout_ms = int(settings.database_timeout_seconds * 1000)
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        settings.mongodb_url, tz_aware=True, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
-    )
-    try:
-        database = client[settings.mongodb_db]
-        try:
-            await ensure_indexes(database)
-        except PyMongoError as error:
-            raise ConfigurationError(f"Cannot use the database at MONGODB_URL ({error}): is it running?") from error
-        executor = create_background_executor()
-        models = await asyncio.get_running_loop().run_in_executor(executor, ModelRegistry.load, settings)
-        runner = AnalysisRunner(database, models, settings, executor)
-        app.state.resources = AppResources(settings, jwt_secret, client, database, models, runner)
-        runner.start()
-        try:
-            yield
-        finally:
-            await runner.stop()
-            executor.shutdown(wait=False, cancel_futures=True)
-    finally:
-        await client.close()
+    async with connected(settings) as (client, database):
+        models = ModelRegistry(settings)
+        await models.refresh()
+        app.state.resources = AppResources(settings, jwt_secret, client, database, models)
+        yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

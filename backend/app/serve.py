@@ -1,8 +1,10 @@
-"""The launcher: ``python -m app.serve [--workers N]`` (what ``make run`` runs).
+"""The launcher: ``python -m app.serve [--workers N] [--job-workers M]`` (what ``make run`` runs).
 
-Once per deployment, not per worker, it resolves the JWT secret (generating a local one under DATA_DIR for
-``ENVIRONMENT=local``), starts the embedded database when ``MONGODB_URL`` is unset, hands both to the
-uvicorn workers through the environment, runs them, and stops the database after they have drained.
+Once per deployment, not per API process, it resolves the JWT secret (generating a local one under DATA_DIR for
+``ENVIRONMENT=local``), starts the embedded database when ``MONGODB_URL`` is unset, starts ``JOB_WORKERS`` job
+workers (``python -m app.worker``, default one), hands the database and the secret to the uvicorn processes
+through the environment and runs them. On Ctrl-C or SIGTERM the API drains first, then the job workers stop
+(their jobs go back to the queue), then the database.
 """
 
 from __future__ import annotations
@@ -20,17 +22,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any
 
 import uvicorn
-from uvicorn.config import LOGGING_CONFIG
 
-from app.core.config import Settings, get_settings
+from app.core.config import BACKEND_DIR, MULTIPROCESS_DIR_VARIABLE, Settings, get_settings
 from app.core.errors import ConfigurationError
-from app.core.metrics import MULTIPROCESS_DIR_VARIABLE
 from app.core.security import resolve_jwt_secret
-from app.core.structured_log import ANALYSIS_LOGGER, REQUEST_LOGGER
+from app.core.structured_log import log_config
 from app.db.embedded import EmbeddedDatabase, EmbeddedDatabaseError
+from app.jobs.processes import WorkerProcesses
 
 logger = logging.getLogger("app.serve")
 
@@ -43,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=settings.port, help="port to listen on (PORT)")
     parser.add_argument(
         "--workers", type=int, default=settings.web_concurrency,
-        help="uvicorn worker processes (WEB_CONCURRENCY); each runs its own analysis runner",
+        help="uvicorn (API) processes (WEB_CONCURRENCY)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--job-workers", type=int, default=settings.job_workers,
+        help="job worker processes to run beside the API (JOB_WORKERS); 0 for an API-only host",
     )  # fmt: skip
     parser.add_argument(
         "--local", action="store_true",
@@ -53,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.local and "environment" not in settings.model_fields_set:
         os.environ["ENVIRONMENT"] = "local"
         settings = settings.model_copy(update={"environment": "local"})
-    log_config = _log_config()
-    logging.config.dictConfig(log_config)
+    logging_config = log_config()
+    logging.config.dictConfig(logging_config)
     # SIGTERM (e.g. `kill`, a container stop) unwinds like Ctrl-C, so the database is stopped cleanly.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     # TensorFlow's C++ start-up chatter (CPU features, XLA) is noise in a service log; warnings still show.
@@ -65,13 +69,14 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["MONGODB_URL"] = mongodb_url
             get_settings.cache_clear()
             _announce_when_ready(arguments.host, arguments.port)
-            with _shared_metrics(settings, arguments.workers):
+            processes = arguments.workers + arguments.job_workers
+            with _shared_metrics(settings, processes), WorkerProcesses(arguments.job_workers, BACKEND_DIR):
                 uvicorn.run(
                     "app.main:app",
                     host=arguments.host,
                     port=arguments.port,
                     workers=arguments.workers,
-                    log_config=log_config,
+                    log_config=logging_config,
                     # The service writes its own structured line per request (app.api.observability).
                     access_log=False,
                     timeout_graceful_shutdown=30,
@@ -98,27 +103,12 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def _log_config() -> dict[str, Any]:
-    config: dict[str, Any] = {
-        **LOGGING_CONFIG,
-        "formatters": {**LOGGING_CONFIG["formatters"], "events": {"format": "%(message)s"}},
-        "handlers": {
-            **LOGGING_CONFIG["handlers"],
-            "events": {"formatter": "events", "class": "logging.StreamHandler", "stream": "ext://sys.stdout"},
-        },
-        "loggers": dict(LOGGING_CONFIG["loggers"]),
-    }
-    config["loggers"]["app"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    # One JSON document a line, each already carrying its time and level (app.core.structured_log).
-    for name in (REQUEST_LOGGER, ANALYSIS_LOGGER):
-        config["loggers"][name] = {"handlers": ["events"], "level": "INFO", "propagate": False}
-    return config
-
-
 @contextlib.contextmanager
-def _shared_metrics(settings: Settings, workers: int) -> Iterator[None]:
-    """With several workers, have them count their metrics in one folder, so /metrics adds them all up."""
-    if workers < 2 or os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+def _shared_metrics(settings: Settings, processes: int) -> Iterator[None]:
+    """With several processes (API and job workers), have them count their metrics in one folder, so /metrics
+    adds them all up. The launcher itself never imports prometheus-client: the API it runs in this process
+    (one uvicorn worker) must import it after this variable is set."""
+    if processes < 2 or os.environ.get(MULTIPROCESS_DIR_VARIABLE):
         yield
         return
     folder = settings.data_path / f"metrics-{os.getpid()}"

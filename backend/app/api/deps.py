@@ -1,6 +1,6 @@
 """The routes' dependencies, declared once as ``Annotated`` aliases.
 
-``AppResources`` is what the lifespan creates once per process (database client, models, runner) and every
+``AppResources`` is what the lifespan creates once per process (database client, model registry) and every
 request shares.
 """
 
@@ -21,8 +21,7 @@ from app.crud.datasets import Dataset
 from app.crud.users import User
 from app.db.collections import Database
 from app.services import auth
-from app.services.analysis_runner import AnalysisRunner
-from app.services.models import ModelRegistry
+from app.services.model_registry import ModelRegistry
 
 TOKEN_URL = "/api/auth/token"
 
@@ -36,7 +35,6 @@ class AppResources:
     client: AsyncMongoClient[dict[str, Any]]
     database: Database
     models: ModelRegistry
-    runner: AnalysisRunner
 
 
 async def get_resources(request: Request) -> AppResources:
@@ -59,20 +57,14 @@ async def get_database(resources: ResourcesDep) -> Database:
 
 
 async def get_models(resources: ResourcesDep) -> ModelRegistry:
-    """The loaded models, with any model switched on disk picked up (looked at every few seconds at most)."""
+    """The deployment's models, with any model switched on disk picked up (looked at every few seconds at most)."""
     await resources.models.refresh()
     return resources.models
-
-
-async def get_runner(resources: ResourcesDep) -> AnalysisRunner:
-    """This process's analysis runner."""
-    return resources.runner
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
-RunnerDep = Annotated[AnalysisRunner, Depends(get_runner)]
 
 # auto_error=False: a missing token gets the service's own 401 message, which says how to get one.
 _bearer_token = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)

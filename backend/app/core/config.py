@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 BACKEND_DIR = Path(__file__).resolve().parents[2]
 REPO_ROOT = BACKEND_DIR.parent
 DEFAULT_MODEL_PATH = "Model/AutoEncoder"
+# Where prometheus-client's processes count together (set by the launcher before any of them imports it).
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def resolve_backend_path(path: str | Path) -> Path:
@@ -60,6 +62,19 @@ class Settings(BaseSettings):
     database_timeout_seconds: float = Field(default=10.0, gt=0)
     # How often, at most, the model folders are checked for a new version (a retrained or re-linked model).
     model_check_seconds: float = Field(default=2.0, ge=0)
+
+    # Job workers (python -m app.worker).
+    # How many the launcher (python -m app.serve, make run) starts beside the API; 0 for an API-only host.
+    job_workers: int = Field(default=1, ge=0, le=64)
+    # Loaded models a worker keeps (least recently used evicted).
+    model_cache_size: int = Field(default=8, ge=1, le=256)
+    # A queued analysis whose model version no live worker serves fails once it has waited this long.
+    unserved_grace_seconds: float = Field(default=30.0, gt=0)
+    # GridFS files older than this that belong to nothing are deleted, at most this often.
+    orphan_file_age_seconds: float = Field(default=3600.0, gt=0)
+    orphan_sweep_seconds: float = Field(default=600.0, gt=0)
+    # Analyses one user may have queued or running at once; past it, 429 with Retry-After.
+    max_analyses_in_progress_per_user: int = Field(default=10, ge=1)
 
     @property
     def model_path(self) -> Path:

@@ -21,7 +21,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+from app.core.config import MULTIPROCESS_DIR_VARIABLE
 
 HTTP_REQUESTS = Counter(
     "http_requests_total",

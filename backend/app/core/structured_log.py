@@ -11,6 +11,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from uvicorn.config import LOGGING_CONFIG
+
 REQUEST_LOGGER = "app.requests"
 ANALYSIS_LOGGER = "app.analyses"
 
@@ -25,3 +27,21 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
             **fields,
         }
         logger.log(level, json.dumps(record, default=str, ensure_ascii=False))
+
+
+def log_config() -> dict[str, Any]:
+    """The processes' logging: uvicorn's format on standard error, and the event loggers' JSON lines, bare, on
+    standard output (the API, its launcher and the job workers all log this way)."""
+    config: dict[str, Any] = {
+        **LOGGING_CONFIG,
+        "formatters": {**LOGGING_CONFIG["formatters"], "events": {"format": "%(message)s"}},
+        "handlers": {
+            **LOGGING_CONFIG["handlers"],
+            "events": {"formatter": "events", "class": "logging.StreamHandler", "stream": "ext://sys.stdout"},
+        },
+        "loggers": dict(LOGGING_CONFIG["loggers"]),
+    }
+    config["loggers"]["app"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    for name in (REQUEST_LOGGER, ANALYSIS_LOGGER):
+        config["loggers"][name] = {"handlers": ["events"], "level": "INFO", "propagate": False}
+    return config

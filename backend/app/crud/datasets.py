@@ -115,3 +115,17 @@ async def delete(database: Database, dataset_id: str) -> bool:
     """Remove the dataset document; whether it existed."""
     result = await database[DATASETS].delete_one({"_id": ObjectId(dataset_id)})
     return result.deleted_count == 1
+
+
+async def referenced_file_ids(database: Database, file_ids: list[str]) -> set[str]:
+    """Which of these GridFS file ids a dataset refers to (as its upload or its parsed table)."""
+    ids = [ObjectId(file_id) for file_id in file_ids]
+    if not ids:
+        return set()
+    cursor = database[DATASETS].find(
+        {"$or": [{"file_id": {"$in": ids}}, {"table_file_id": {"$in": ids}}]}, {"file_id": 1, "table_file_id": 1}
+    )
+    referenced: set[str] = set()
+    async for document in cursor:
+        referenced |= {str(document["file_id"]), str(document["table_file_id"])}
+    return referenced

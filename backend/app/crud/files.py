@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from bson import ObjectId
@@ -55,13 +57,34 @@ async def delete(database: Database, bucket: str, file_ids: Iterable[str | None]
             await grid.delete(ObjectId(file_id))
 
 
-async def delete_where(database: Database, bucket: str, metadata_key: str, values: Iterable[str]) -> None:
-    """Delete every GridFS file whose ``metadata.<metadata_key>`` is one of ``values`` (stored or not elsewhere)."""
-    wanted = list(values)
-    if not wanted:
-        return
+async def delete_where(database: Database, bucket: str, metadata: dict[str, Any]) -> None:
+    """Delete every GridFS file whose metadata matches ``metadata`` (key -> value or query operator)."""
     grid = AsyncGridFSBucket(database, bucket_name=bucket)
-    cursor = database[f"{bucket}.files"].find({f"metadata.{metadata_key}": {"$in": wanted}}, {"_id": 1})
+    query = {f"metadata.{key}": value for key, value in metadata.items()}
+    cursor = database[f"{bucket}.files"].find(query, {"_id": 1})
     for file_id in [document["_id"] async for document in cursor]:
         with contextlib.suppress(NoFile):
             await grid.delete(file_id)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A GridFS file's id, metadata and when it was written."""
+
+    id: str
+    metadata: dict[str, Any]
+    uploaded_at: datetime
+
+
+async def find_older_than(database: Database, bucket: str, written_before: datetime, limit: int) -> list[StoredFile]:
+    """Up to ``limit`` files written before ``written_before``, oldest first (what the orphan sweep looks at)."""
+    cursor = (
+        database[f"{bucket}.files"]
+        .find({"uploadDate": {"$lt": written_before}}, {"metadata": 1, "uploadDate": 1})
+        .sort("uploadDate", 1)
+        .limit(limit)
+    )
+    return [
+        StoredFile(str(document["_id"]), dict(document.get("metadata") or {}), document["uploadDate"])
+        async for document in cursor
+    ]

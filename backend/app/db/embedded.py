@@ -8,7 +8,6 @@ receive its URL in ``MONGODB_URL``. It listens on a free loopback port, keeps it
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from types import TracebackType
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
+
+from app.core.child_processes import ends_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class EmbeddedDatabase:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
+                preexec_fn=ends_with_parent(),
             )
 
     def _wait_until_ready(self) -> bool:
@@ -140,11 +141,3 @@ def _free_port(host: str) -> int:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def _terminate_with_parent() -> None:
-    """In the child, before exec: ask Linux to send SIGTERM when the launcher dies, however it dies."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)

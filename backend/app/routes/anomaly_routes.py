@@ -1,18 +1,20 @@
 """Datasets and their anomaly analyses: upload, analyze, poll the status, read the anomalies and results.
 
-The detector is loaded once at startup (``app.services.models``); an analysis is queued here and run in the
-background by ``app.services.analysis_runner``, so analyze answers 202 at once and status stays fast.
+An analysis is queued here (the model chosen from ``app.services.model_registry``) and run by a job worker
+(``python -m app.worker``), so analyze answers 202 at once and status stays fast. Routes call services and map
+the services' views to the response bodies (``app.schemas``), nothing more.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Body, File, Query, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
 
 from app.api import errors
-from app.api.deps import CurrentUser, DatabaseDep, ModelsDep, OwnedDataset, RunnerDep, SettingsDep
+from app.api.deps import CurrentUser, DatabaseDep, ModelsDep, OwnedDataset, SettingsDep
 from app.core.errors import (
     AmbiguousModelError,
     AnalysisNotReadyError,
@@ -20,6 +22,7 @@ from app.core.errors import (
     ExportTooLargeError,
     ModelUnavailableError,
     NotFoundError,
+    TooManyRequestsError,
     UnknownModelError,
     UploadNotStoredError,
     UploadTooLargeError,
@@ -33,8 +36,9 @@ from app.schemas.anomaly import (
     ScoreHistogramOut,
     StatusOut,
 )
-from app.services import analysis, datasets
+from app.services import analysis, datasets, models
 from app.services.analysis import ExportFormat, HistogramScale
+from app.services.datasets import DatasetView
 from app.utils.anomaly_detector import ColumnMismatchError
 from app.utils.table_reader import TableReadError, UnsupportedFileTypeError
 
@@ -57,7 +61,7 @@ async def upload_dataset(
 ) -> DatasetOut:
     """Store an uploaded table (in GridFS, before answering) and describe it."""
     view = await datasets.upload(database, settings, user, file.filename, file.content_type, file.size, file.file)
-    return DatasetOut.from_view(view)
+    return _dataset_out(view)
 
 
 @router.get("/datasets")
@@ -68,13 +72,13 @@ async def list_datasets(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[DatasetOut]:
     """The caller's datasets, newest first."""
-    return [DatasetOut.from_view(view) for view in await datasets.list_owned(database, user, limit, offset)]
+    return [_dataset_out(view) for view in await datasets.list_owned(database, user, limit, offset)]
 
 
 @router.get("/datasets/{dataset_id}", responses=errors.responses(NotFoundError))
 async def get_dataset(dataset: OwnedDataset, database: DatabaseDep) -> DatasetOut:
     """One of the caller's datasets."""
-    return DatasetOut.from_view(await datasets.view(database, dataset))
+    return _dataset_out(await datasets.view(database, dataset))
 
 
 @router.delete(
@@ -90,14 +94,19 @@ async def delete_dataset(dataset: OwnedDataset, database: DatabaseDep) -> Respon
     "/datasets/{dataset_id}/analyze",
     status_code=status.HTTP_202_ACCEPTED,
     responses=errors.responses(
-        NotFoundError, ColumnMismatchError, UnknownModelError, AmbiguousModelError, ModelUnavailableError
+        NotFoundError,
+        ColumnMismatchError,
+        UnknownModelError,
+        AmbiguousModelError,
+        ModelUnavailableError,
+        TooManyRequestsError,
     ),
 )
 async def analyze_dataset(
     dataset: OwnedDataset,
     database: DatabaseDep,
-    models: ModelsDep,
-    runner: RunnerDep,
+    registry: ModelsDep,
+    settings: SettingsDep,
     body: Annotated[AnalyzeRequest | None, Body()] = None,
 ) -> AnalyzeResponse:
     """Start an analysis in the background (or reuse an equal one); poll ``/status`` for its progress.
@@ -107,20 +116,20 @@ async def analyze_dataset(
     options = body or AnalyzeRequest()
     ticket = await analysis.request_analysis(
         database,
-        models,
-        runner,
+        registry,
+        settings,
         dataset,
         threshold_percentile=options.threshold_percentile,
         model_name=options.model,
         force=options.force,
     )
-    return AnalyzeResponse.from_ticket(ticket)
+    return AnalyzeResponse.model_validate(ticket, from_attributes=True)
 
 
 @router.get("/datasets/{dataset_id}/status", responses=errors.responses(NotFoundError))
 async def dataset_status(dataset: OwnedDataset, database: DatabaseDep) -> StatusOut:
     """The status of the dataset's latest analysis: progress, then anomaly count, threshold and timings."""
-    return StatusOut.from_status(await analysis.status(database, dataset))
+    return StatusOut.model_validate(await analysis.status(database, dataset), from_attributes=True)
 
 
 @router.get("/datasets/{dataset_id}/anomalies", responses=errors.responses(NotFoundError, AnalysisNotReadyError))
@@ -131,7 +140,9 @@ async def list_anomalies(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> AnomalyPageOut:
     """The anomalous rows, highest score first, with their values and the columns that explain them."""
-    return AnomalyPageOut.from_page(await analysis.anomalies(database, dataset, limit, offset))
+    return AnomalyPageOut.model_validate(
+        await analysis.anomalies(database, dataset, limit, offset), from_attributes=True
+    )
 
 
 @router.get("/datasets/{dataset_id}/scores/histogram", responses=errors.responses(NotFoundError, AnalysisNotReadyError))
@@ -142,7 +153,8 @@ async def score_histogram(
     scale: Annotated[HistogramScale, Query(description="Spacing of the bin edges.")] = "linear",
 ) -> ScoreHistogramOut:
     """How the scores of all rows are distributed, with the threshold: bin edges and a row count per bin."""
-    return ScoreHistogramOut.from_histogram(await analysis.score_histogram(database, dataset, bins, scale))
+    histogram = await analysis.score_histogram(database, dataset, bins, scale)
+    return ScoreHistogramOut.model_validate(histogram, from_attributes=True)
 
 
 @router.get(
@@ -177,7 +189,11 @@ async def download_results(
 
 
 @router.get("/models")
-async def list_models(user: CurrentUser, models: ModelsDep) -> list[ModelOut]:
-    """The loaded models: name, features, threshold, training date and version (a switched model shows its new
-    version within a few seconds, without a restart)."""
-    return [ModelOut.from_model(model) for model in models.models]
+async def list_models(user: CurrentUser, registry: ModelsDep) -> list[ModelOut]:
+    """The models analyses can use: name, features, threshold, training date and version (a switched model shows
+    its new version within a few seconds, without a restart)."""
+    return [ModelOut.model_validate(model, from_attributes=True) for model in models.list_models(registry)]
+
+
+def _dataset_out(view: DatasetView) -> DatasetOut:
+    return DatasetOut.model_validate({**asdict(view.dataset), "status": view.status})

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from app.api.deps import DatabaseDep
 from app.core import metrics
-from app.crud import sessions
+from app.services import job_queue
 
 router = APIRouter(tags=["health"])
 
@@ -18,8 +18,8 @@ router = APIRouter(tags=["health"])
 )
 async def prometheus_metrics(database: DatabaseDep) -> Response:
     """Requests by route and status, analysis durations, rows scored, queue depth and failures."""
-    queued, analyzing = await sessions.count_in_progress(database)
-    metrics.ANALYSIS_QUEUE_DEPTH.set(queued)
-    metrics.ANALYSES_RUNNING.set(analyzing)
+    queue = await job_queue.analysis_queue(database)
+    metrics.ANALYSIS_QUEUE_DEPTH.set(queue.queued)
+    metrics.ANALYSES_RUNNING.set(queue.running)
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

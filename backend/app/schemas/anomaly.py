@@ -7,10 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.crud.sessions import AnalysisSession
-from app.services.analysis import AnalysisStatus, AnalysisTicket, AnomalyPage, ScoreHistogram
-from app.services.datasets import UPLOADED, DatasetView
-from app.services.models import LoadedModel
+from app.core.states import AnalysisStatus, DatasetStatus
 
 
 class DatasetOut(BaseModel):
@@ -25,24 +22,7 @@ class DatasetOut(BaseModel):
     column_count: int
     columns: list[str]
     uploaded_at: datetime
-    status: str = Field(description="uploaded, queued, analyzing, analyzed or failed.")
-
-    @classmethod
-    def from_view(cls, view: DatasetView) -> DatasetOut:
-        """The API's view of a dataset."""
-        dataset = view.dataset
-        return cls(
-            id=dataset.id,
-            filename=dataset.filename,
-            content_type=dataset.content_type,
-            size=dataset.size,
-            sha256=dataset.sha256,
-            row_count=dataset.row_count,
-            column_count=dataset.column_count,
-            columns=dataset.columns,
-            uploaded_at=dataset.uploaded_at,
-            status=view.status,
-        )
+    status: DatasetStatus = Field(description="The status of the dataset's latest analysis.")
 
 
 class AnalyzeRequest(BaseModel):
@@ -62,12 +42,7 @@ class AnalyzeResponse(BaseModel):
 
     session_id: str
     reused: bool = Field(description="True when an equal analysis was already done or under way.")
-    status: str
-
-    @classmethod
-    def from_ticket(cls, ticket: AnalysisTicket) -> AnalyzeResponse:
-        """The answer to an analysis request."""
-        return cls(session_id=ticket.session.id, reused=ticket.reused, status=ticket.session.status.value)
+    status: AnalysisStatus
 
 
 class StatusOut(BaseModel):
@@ -77,50 +52,24 @@ class StatusOut(BaseModel):
 
     dataset_id: str
     session_id: str | None
-    status: str = Field(description="uploaded, queued, analyzing, analyzed or failed.")
+    status: DatasetStatus
     progress: int = Field(ge=0, le=100)
     anomaly_count: int | None
     row_count: int
     threshold: float | None
     threshold_percentile: float | None
     model: str | None = Field(description="The model's name; null when the analysis trained on the dataset.")
-    model_version: str | None
-    attempts: int = Field(description="How many times a server process took the analysis up.")
+    model_version: str | None = Field(description="The model version's content hash.")
+    model_version_number: int | None = Field(description="For a user's own model: the version number (1, 2, ...).")
+    attempts: int = Field(description="How many times a worker took the analysis up.")
     timings: dict[str, float] = Field(description="Seconds spent queued, loading, scoring, storing, in total.")
     error: str | None
+    drift: dict[str, Any] | None = Field(
+        description="Once analysed: whether the data still fits the model's training data (verdict, shifted columns)."
+    )
     requested_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
-
-    @classmethod
-    def from_status(cls, status: AnalysisStatus) -> StatusOut:
-        """The API's view of an analysis status."""
-        session: AnalysisSession | None = status.session
-        if session is None:
-            return cls(
-                dataset_id=status.dataset.id, session_id=None, status=UPLOADED, progress=0, anomaly_count=None,
-                row_count=status.dataset.row_count, threshold=None, threshold_percentile=None, model=None,
-                model_version=None, attempts=0, timings={}, error=None, requested_at=None, started_at=None,
-                finished_at=None,
-            )  # fmt: skip
-        return cls(
-            dataset_id=status.dataset.id,
-            session_id=session.id,
-            status=session.status.value,
-            progress=session.progress,
-            anomaly_count=session.anomaly_count,
-            row_count=session.row_count if session.row_count is not None else status.dataset.row_count,
-            threshold=session.threshold,
-            threshold_percentile=session.threshold_percentile,
-            model=session.model,
-            model_version=session.model_version if not session.fallback_train else None,
-            attempts=session.attempts,
-            timings=session.timings,
-            error=session.error,
-            requested_at=session.created_at,
-            started_at=session.started_at,
-            finished_at=session.finished_at,
-        )
 
 
 class TopFeature(BaseModel):
@@ -170,18 +119,6 @@ class AnomalyPageOut(BaseModel):
     session_id: str
     items: list[AnomalyOut]
 
-    @classmethod
-    def from_page(cls, page: AnomalyPage) -> AnomalyPageOut:
-        """The API's view of a page of anomalies."""
-        return cls(
-            total=page.session.anomaly_count or 0,
-            limit=page.limit,
-            offset=page.offset,
-            threshold=page.session.threshold or 0.0,
-            session_id=page.session.id,
-            items=[AnomalyOut.model_validate(item) for item in page.items],
-        )
-
 
 class ScoreHistogramOut(BaseModel):
     """The scores of all rows of the latest analysis, binned; the threshold lies within the bins' range."""
@@ -194,23 +131,9 @@ class ScoreHistogramOut(BaseModel):
     anomaly_count: int
     session_id: str
 
-    @classmethod
-    def from_histogram(cls, histogram: ScoreHistogram) -> ScoreHistogramOut:
-        """The API's view of a score histogram."""
-        session = histogram.session
-        return cls(
-            edges=histogram.edges,
-            counts=histogram.counts,
-            scale=histogram.scale,
-            threshold=session.threshold or 0.0,
-            row_count=sum(histogram.counts),
-            anomaly_count=session.anomaly_count or 0,
-            session_id=session.id,
-        )
-
 
 class ModelOut(BaseModel):
-    """A loaded model."""
+    """A model analyses can use."""
 
     name: str
     default: bool
@@ -221,19 +144,3 @@ class ModelOut(BaseModel):
     version: str
     training_rows: int | None
     dropped_columns: dict[str, str]
-
-    @classmethod
-    def from_model(cls, model: LoadedModel) -> ModelOut:
-        """The API's view of a loaded model."""
-        info = model.info
-        return cls(
-            name=model.name,
-            default=model.is_default,
-            features=list(info["feature_names"]),
-            threshold=info["threshold"],
-            threshold_percentile=info["threshold_percentile"],
-            trained_at=info.get("trained_at"),
-            version=model.version,
-            training_rows=info.get("training_rows"),
-            dropped_columns=dict(info.get("dropped_columns") or {}),
-        )

@@ -1,6 +1,11 @@
 """Analyses as users see them: starting one (or reusing an equal one), its status, anomalies and results.
 
-The work itself runs in ``app.services.analysis_runner``; this module only validates, queues and reads.
+The work itself runs in the job workers (``app.jobs``); this module validates, queues and reads.
+
+The queue is bounded and fair: each user has at most ``MAX_ANALYSES_IN_PROGRESS_PER_USER`` analyses queued or
+running (past it, 429 with ``Retry-After``); a new request for a dataset cancels that dataset's queued analyses
+it supersedes; and claims are ordered by each owner's position in their own queue, so one user's many analyses
+never hold back another user's one.
 """
 
 from __future__ import annotations
@@ -9,25 +14,27 @@ import asyncio
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import PurePath
 from typing import Any, Literal
 
 import numpy as np
 
-from app.core.errors import AnalysisNotReadyError, ExportTooLargeError
-from app.crud import anomaly_pages, datasets, files, sessions
+from app.core.config import Settings
+from app.core.errors import AnalysisNotReadyError, ExportTooLargeError, TooManyRequestsError
+from app.core.states import AnalysisStatus, DatasetStatus, ModelKind
+from app.crud import analyses, anomaly_pages, datasets, job_signals
+from app.crud.analyses import Analysis
 from app.crud.datasets import Dataset
-from app.crud.sessions import AnalysisSession, SessionStatus
-from app.db.collections import RESULTS_BUCKET, Database
+from app.db.collections import Database
+from app.services import analysis_results, results_export
 from app.services import datasets as dataset_service
-from app.services import results_export
-from app.services.analysis_runner import SCORES_DTYPE, TOP_COLUMNS_DTYPE, AnalysisRunner
-from app.services.models import FALLBACK_VERSION, ModelRegistry
+from app.services.model_registry import ModelRegistry
 
-# The fallback path trains a detector with its default percentile unless the request sets one.
-FALLBACK_PERCENTILE = 95.0
 # Equal requests racing each other settle within a couple of rounds; more means something is wrong.
 QUEUE_ATTEMPTS = 5
+# What a user past their limit on analyses in progress is asked to wait (an analysis takes seconds).
+QUEUE_RETRY_AFTER_SECONDS = 10
 EXCEL_MAX_ROWS = 1_048_575  # one row of an Excel sheet is the header
 ExportFormat = Literal["csv", "xlsx"]
 # Log-spaced bins show the bulk of normal scores and the far tail of anomalies in one picture.
@@ -40,25 +47,44 @@ _MEDIA_TYPES = {
 
 @dataclass(frozen=True)
 class AnalysisTicket:
-    """The session that answers an analysis request, and whether it already existed."""
+    """The analysis that answers a request, and whether it already existed."""
 
-    session: AnalysisSession
+    session_id: str
     reused: bool
+    status: AnalysisStatus
 
 
 @dataclass(frozen=True)
-class AnalysisStatus:
-    """A dataset's analysis status: its latest session, or ``uploaded`` before any."""
+class AnalysisStatusView:
+    """Where a dataset's latest analysis is, as users read it."""
 
-    dataset: Dataset
-    session: AnalysisSession | None
+    dataset_id: str
+    session_id: str | None
+    status: DatasetStatus
+    progress: int
+    anomaly_count: int | None
+    row_count: int
+    threshold: float | None
+    threshold_percentile: float | None
+    model: str | None
+    model_version: str | None
+    model_version_number: int | None
+    attempts: int
+    timings: dict[str, float]
+    error: str | None
+    drift: dict[str, Any] | None
+    requested_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 @dataclass(frozen=True)
 class AnomalyPage:
     """A page of a dataset's anomalies, highest score first."""
 
-    session: AnalysisSession
+    session_id: str
+    total: int
+    threshold: float
     offset: int
     limit: int
     items: list[dict[str, Any]]
@@ -68,10 +94,13 @@ class AnomalyPage:
 class ScoreHistogram:
     """How the scores of all rows of an analysis are distributed: ``len(edges) == len(counts) + 1``."""
 
-    session: AnalysisSession
+    session_id: str
     edges: list[float]
     counts: list[int]
     scale: HistogramScale
+    threshold: float
+    row_count: int
+    anomaly_count: int
 
 
 @dataclass(frozen=True)
@@ -85,8 +114,8 @@ class ExportedResults:
 
 async def request_analysis(
     database: Database,
-    models: ModelRegistry,
-    runner: AnalysisRunner,
+    registry: ModelRegistry,
+    settings: Settings,
     dataset: Dataset,
     *,
     threshold_percentile: float | None,
@@ -95,78 +124,131 @@ async def request_analysis(
 ) -> AnalysisTicket:
     """Queue an analysis of ``dataset``, or return the live one with the same model and settings.
 
-    Everything that can be checked without reading the data is checked here, before the request is
-    answered: which model fits the dataset's columns, or that the named one does (``ModelRegistry.select``).
-    A percentile is re-thresholded against the model's stored training scores, no retraining; the session
-    key holds the model version and the percentile, so other settings are another session. ``force`` always
-    starts a new session.
+    Everything that can be checked without reading the data is checked here, before the request is answered:
+    which model fits the dataset's columns, or that the named one does (``ModelRegistry.select``). A percentile
+    is re-thresholded against the model's stored training scores, no retraining; the analysis key holds the model
+    version and the percentile, so other settings are another analysis. ``force`` always starts a new one.
     """
-    model = models.select(model_name, dataset.columns)
-    if model is not None:
-        percentile = model.detector.threshold_percentile if threshold_percentile is None else threshold_percentile
-        version = model.version
-    else:
-        percentile = FALLBACK_PERCENTILE if threshold_percentile is None else threshold_percentile
-        version = FALLBACK_VERSION
-    active_key = f"{dataset.id}|{version}|{float(percentile)!r}"
+    selection = registry.select(model_name, dataset.columns, user_models=[], threshold_percentile=threshold_percentile)
+    active_key = f"{dataset.id}|{selection.choice.version}|{selection.threshold_percentile!r}"
     ticket: AnalysisTicket | None = None
     # The unique active_key settles races between equal requests: one inserts, the others find and reuse it.
     for _ in range(QUEUE_ATTEMPTS):
-        existing = None if force else await sessions.find_live(database, active_key)
+        existing = None if force else await analyses.find_live(database, active_key)
         if existing is not None:
-            ticket = AnalysisTicket(existing, reused=True)
+            ticket = AnalysisTicket(existing.id, reused=True, status=existing.status)
             break
         if force:
-            await sessions.retire(database, active_key)
-        created = await sessions.insert(
-            database,
-            dataset_id=dataset.id,
-            owner_id=dataset.owner_id,
-            model=model.name if model else None,
-            model_version=version,
-            fallback_train=model is None,
-            threshold_percentile=float(percentile),
-            active_key=active_key,
+            await analyses.retire(database, active_key)
+        created = await _queue_within_limit(
+            database, settings, dataset, selection.choice, selection.threshold_percentile, active_key
         )
         if created is not None:
-            ticket = AnalysisTicket(created, reused=False)
+            ticket = AnalysisTicket(created.id, reused=False, status=created.status)
             break
     if ticket is None:
         raise RuntimeError(f"Could not queue an analysis of dataset {dataset.id} after {QUEUE_ATTEMPTS} attempts")
-    await datasets.set_latest_session(database, dataset.id, ticket.session.id)
+    await datasets.set_latest_session(database, dataset.id, ticket.session_id)
+    await analyses.cancel_queued_for_dataset(database, dataset_id=dataset.id, newer_id=ticket.session_id)
     if not ticket.reused:
-        runner.wake()
+        await job_signals.send(database, "analysis")
     return ticket
 
 
-async def status(database: Database, dataset: Dataset) -> AnalysisStatus:
-    """The dataset's latest analysis, as its status."""
-    session = await dataset_service.latest_session(database, dataset)
-    return AnalysisStatus(dataset, session)
+async def _queue_within_limit(
+    database: Database,
+    settings: Settings,
+    dataset: Dataset,
+    choice: analyses.ModelChoice,
+    threshold_percentile: float,
+    active_key: str,
+) -> Analysis | None:
+    """Insert the analysis unless its owner already has the most in progress allowed.
+
+    Counted again after the insert, so parallel requests can never pass the limit together: one that finds
+    itself past it takes its analysis back.
+    """
+    limit = settings.max_analyses_in_progress_per_user
+    in_progress = await analyses.count_in_progress_for_owner(database, dataset.owner_id)
+    if in_progress < limit:
+        created = await analyses.insert(
+            database,
+            dataset_id=dataset.id,
+            owner_id=dataset.owner_id,
+            model=choice,
+            threshold_percentile=threshold_percentile,
+            active_key=active_key,
+            queue_rank=in_progress,
+        )
+        if created is None or await analyses.count_in_progress_for_owner(database, dataset.owner_id) <= limit:
+            return created
+        await analyses.delete_queued(database, created.id)
+    raise TooManyRequestsError(
+        f"You have {limit} analyses queued or running, the most allowed at once: wait for them to finish "
+        f"(GET /api/anomaly/datasets/{{id}}/status) and try again.",
+        QUEUE_RETRY_AFTER_SECONDS,
+    )
+
+
+async def status(database: Database, dataset: Dataset) -> AnalysisStatusView:
+    """The dataset's latest analysis, as its status (``uploaded`` before any)."""
+    analysis = await dataset_service.latest_analysis(database, dataset)
+    if analysis is None:
+        return AnalysisStatusView(
+            dataset_id=dataset.id, session_id=None, status=DatasetStatus.UPLOADED, progress=0, anomaly_count=None,
+            row_count=dataset.row_count, threshold=None, threshold_percentile=None, model=None, model_version=None,
+            model_version_number=None, attempts=0, timings={}, error=None, drift=None, requested_at=None,
+            started_at=None, finished_at=None,
+        )  # fmt: skip
+    fallback = analysis.model.kind == ModelKind.FALLBACK
+    return AnalysisStatusView(
+        dataset_id=dataset.id,
+        session_id=analysis.id,
+        status=DatasetStatus.of(analysis.status),
+        progress=analysis.progress,
+        anomaly_count=analysis.anomaly_count,
+        row_count=analysis.row_count if analysis.row_count is not None else dataset.row_count,
+        threshold=analysis.threshold,
+        threshold_percentile=analysis.threshold_percentile,
+        model=analysis.model.name,
+        model_version=None if fallback else analysis.model.version,
+        model_version_number=analysis.model.number,
+        attempts=analysis.attempts,
+        timings=analysis.timings,
+        error=analysis.error,
+        drift=analysis.drift,
+        requested_at=analysis.created_at,
+        started_at=analysis.started_at,
+        finished_at=analysis.finished_at,
+    )
 
 
 async def anomalies(database: Database, dataset: Dataset, limit: int, offset: int) -> AnomalyPage:
     """A page of the anomalies found by the dataset's latest analysis."""
-    session = await _analysed_session(database, dataset)
-    items = await anomaly_pages.read_range(database, session.id, offset, limit)
-    return AnomalyPage(session, offset, limit, items)
+    analysis = await _analysed(database, dataset)
+    items = await anomaly_pages.read_range(database, analysis.id, analysis.results_attempt, offset, limit)
+    return AnomalyPage(
+        session_id=analysis.id,
+        total=analysis.anomaly_count or 0,
+        threshold=analysis.threshold or 0.0,
+        offset=offset,
+        limit=limit,
+        items=items,
+    )
 
 
 async def export_results(database: Database, dataset: Dataset, export_format: ExportFormat) -> ExportedResults:
     """The uploaded rows with their scores and labels, as CSV or an Excel workbook."""
-    session = await _analysed_session(database, dataset)
+    analysis = await _analysed(database, dataset)
     if export_format == "xlsx" and dataset.row_count > EXCEL_MAX_ROWS:
         raise ExportTooLargeError(
             f"{dataset.row_count:,} rows do not fit an Excel sheet ({EXCEL_MAX_ROWS:,} at most): use format=csv."
         )
-    assert session.threshold is not None
+    assert analysis.threshold is not None
     table = await dataset_service.load_snapshot(database, dataset)
-    top_columns = None
-    if session.top_columns_file_id is not None:
-        stored = await files.read(database, RESULTS_BUCKET, session.top_columns_file_id)
-        top_columns = np.frombuffer(stored, dtype=TOP_COLUMNS_DTYPE)
-    scores = await _stored_scores(database, session)
-    results = results_export.RowResults(scores, session.threshold, top_columns, session.feature_names)
+    top_columns = await analysis_results.read_top_columns(database, analysis)
+    scores = await analysis_results.read_scores(database, analysis)
+    results = results_export.RowResults(scores, analysis.threshold, top_columns, analysis.feature_names)
     if export_format == "csv":
         blocks = results_export.csv_blocks(table, results)
     else:
@@ -177,21 +259,30 @@ async def export_results(database: Database, dataset: Dataset, export_format: Ex
 
 
 async def score_histogram(database: Database, dataset: Dataset, bins: int, scale: HistogramScale) -> ScoreHistogram:
-    """The histogram of every row's score in the dataset's latest analysis, with the threshold inside its range.
+    """The histogram of every row's score in the dataset's latest analysis, with the threshold inside its range."""
+    analysis = await _analysed(database, dataset)
+    assert analysis.threshold is not None
+    scores = await analysis_results.read_scores(database, analysis)
+    counts, edges, used_scale = await asyncio.to_thread(histogram, scores, analysis.threshold, bins, scale)
+    return ScoreHistogram(
+        session_id=analysis.id,
+        edges=edges.tolist(),
+        counts=counts.tolist(),
+        scale=used_scale,
+        threshold=analysis.threshold,
+        row_count=int(counts.sum()),
+        anomaly_count=analysis.anomaly_count or 0,
+    )
 
-    ``log`` bins need a positive lower edge: scores at or below zero (the detector gives none) are counted in
-    the first bin, and without any positive score or threshold the bins are linear.
-    """
-    session = await _analysed_session(database, dataset)
-    assert session.threshold is not None
-    scores = await _stored_scores(database, session)
-    counts, edges, used_scale = await asyncio.to_thread(_histogram, scores, session.threshold, bins, scale)
-    return ScoreHistogram(session, edges.tolist(), counts.tolist(), used_scale)
 
-
-def _histogram(
+def histogram(
     scores: np.ndarray, threshold: float, bins: int, scale: HistogramScale
 ) -> tuple[np.ndarray, np.ndarray, HistogramScale]:
+    """Bin ``scores`` into ``bins`` bins whose range includes ``threshold``: counts, edges and the scale used.
+
+    ``log`` bins need a positive lower edge: scores at or below zero (the detector gives none) are counted in the
+    first bin, and without any positive score or threshold the bins are linear.
+    """
     low, high = min(float(scores.min()), threshold), max(float(scores.max()), threshold)
     if scale == "log":
         positive = np.append(scores, threshold)
@@ -208,17 +299,12 @@ def _histogram(
     return counts, edges, "linear"
 
 
-async def _stored_scores(database: Database, session: AnalysisSession) -> np.ndarray:
-    assert session.scores_file_id is not None
-    return np.frombuffer(await files.read(database, RESULTS_BUCKET, session.scores_file_id), dtype=SCORES_DTYPE)
-
-
-async def _analysed_session(database: Database, dataset: Dataset) -> AnalysisSession:
-    session = await dataset_service.latest_session(database, dataset)
-    if session is None or session.status != SessionStatus.ANALYZED:
-        state = session.status.value if session else dataset_service.UPLOADED
+async def _analysed(database: Database, dataset: Dataset) -> Analysis:
+    analysis = await dataset_service.latest_analysis(database, dataset)
+    if analysis is None or analysis.status != AnalysisStatus.ANALYZED:
+        state = DatasetStatus.of(analysis.status if analysis else None).value
         raise AnalysisNotReadyError(
             f"The dataset is not analysed yet (status: {state}): start an analysis with "
             f"POST /api/anomaly/datasets/{dataset.id}/analyze and wait until its status is 'analyzed'."
         )
-    return session
+    return analysis

@@ -15,15 +15,16 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from app.core.config import Settings
 from app.core.errors import UploadNotStoredError, UploadTooLargeError
-from app.crud import anomaly_pages, datasets, files, sessions
+from app.core.states import DatasetStatus
+from app.crud import analyses, datasets, files
+from app.crud.analyses import Analysis
 from app.crud.datasets import Dataset
-from app.crud.sessions import AnalysisSession
 from app.crud.users import User
-from app.db.collections import RESULTS_BUCKET, UPLOADS_BUCKET, Database
+from app.db.collections import UPLOADS_BUCKET, Database
+from app.services import analysis_results
 from app.services.table_snapshot import TableSnapshot, TableSnapshotWriter
 from app.utils.table_reader import file_extension, iter_table
 
-UPLOADED = "uploaded"
 HASH_BLOCK_BYTES = 2**20
 # Longest stored filename, extension included (what most filesystems allow).
 MAX_FILENAME_CHARS = 255
@@ -36,7 +37,7 @@ class DatasetView:
     """A dataset with the status of its latest analysis (``uploaded`` before any)."""
 
     dataset: Dataset
-    status: str
+    status: DatasetStatus
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ async def upload(
         raise
     finally:
         parsed.table.close()  # the snapshot's temporary file
-    return DatasetView(dataset, UPLOADED)
+    return DatasetView(dataset, DatasetStatus.UPLOADED)
 
 
 def _storage_failure(error: PyMongoError) -> str:
@@ -159,27 +160,24 @@ def _parse_upload(content: BinaryIO, filename: str) -> _ParsedUpload:
 async def list_owned(database: Database, owner: User, limit: int, offset: int) -> list[DatasetView]:
     """The caller's datasets, newest first, each with its analysis status."""
     owned = await datasets.list_owned(database, owner.id, limit, offset)
-    latest = await sessions.find_many(
+    latest = await analyses.find_many(
         database, [dataset.latest_session_id for dataset in owned if dataset.latest_session_id]
     )
-    return [
-        DatasetView(
-            dataset,
-            latest[dataset.latest_session_id].status.value if dataset.latest_session_id in latest else UPLOADED,
-        )
-        for dataset in owned
-    ]
+    return [_view(dataset, latest.get(dataset.latest_session_id or "")) for dataset in owned]
 
 
-async def latest_session(database: Database, dataset: Dataset) -> AnalysisSession | None:
-    """The dataset's latest analysis session, or None before its first analysis."""
-    return await sessions.find(database, dataset.latest_session_id) if dataset.latest_session_id else None
+def _view(dataset: Dataset, latest: Analysis | None) -> DatasetView:
+    return DatasetView(dataset, DatasetStatus.of(latest.status if latest else None))
+
+
+async def latest_analysis(database: Database, dataset: Dataset) -> Analysis | None:
+    """The dataset's latest analysis, or None before its first analysis."""
+    return await analyses.find(database, dataset.latest_session_id) if dataset.latest_session_id else None
 
 
 async def view(database: Database, dataset: Dataset) -> DatasetView:
     """One dataset with its analysis status."""
-    session = await latest_session(database, dataset)
-    return DatasetView(dataset, session.status.value if session else UPLOADED)
+    return _view(dataset, await latest_analysis(database, dataset))
 
 
 async def delete(database: Database, dataset: Dataset) -> None:
@@ -187,22 +185,13 @@ async def delete(database: Database, dataset: Dataset) -> None:
 
     Children go first and the dataset document last: a delete that fails part-way leaves the dataset in
     place, so repeating the request finds it and finishes the job instead of answering 404 over orphans.
-    Results are found by their files' ``metadata.session_id`` as well as the sessions' references, and swept
-    again after the sessions are gone, so a runner completing meanwhile leaves nothing behind.
+    Results are removed again after the analyses are gone, so a worker completing meanwhile leaves nothing.
     """
-    session_ids = {session.id for session in await sessions.find_for_dataset(database, dataset.id)}
-    await _delete_results(database, session_ids, [])
-    removed = await sessions.delete_for_dataset(database, dataset.id)
-    session_ids |= {session.id for session in removed}
-    await _delete_results(database, session_ids, [file_id for session in removed for file_id in session.file_ids])
+    await analysis_results.delete(database, await analyses.find_for_dataset(database, dataset.id))
+    removed = await analyses.delete_for_dataset(database, dataset.id)
+    await analysis_results.delete(database, removed)
     await files.delete(database, UPLOADS_BUCKET, [dataset.file_id, dataset.table_file_id])
     await datasets.delete(database, dataset.id)
-
-
-async def _delete_results(database: Database, session_ids: set[str], file_ids: list[str]) -> None:
-    await anomaly_pages.delete_for_sessions(database, session_ids)
-    await files.delete(database, RESULTS_BUCKET, file_ids)
-    await files.delete_where(database, RESULTS_BUCKET, "session_id", session_ids)
 
 
 async def load_snapshot(database: Database, dataset: Dataset) -> TableSnapshot:
@@ -214,4 +203,3 @@ async def load_snapshot(database: Database, dataset: Dataset) -> TableSnapshot:
         await files.download(database, UPLOADS_BUCKET, dataset.table_file_id, archive)
         archive.seek(0)
         return await asyncio.to_thread(TableSnapshot, archive)
-

@@ -146,10 +146,17 @@ class TableSnapshot:
     def rows(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
         """Rows ``start`` to ``stop`` (exclusive) as a DataFrame whose index is their row numbers."""
         stop = self.row_count if stop is None else min(stop, self.row_count)
-        index = pd.RangeIndex(start, stop)
+        return self._frame(slice(start, stop), pd.RangeIndex(start, stop))
+
+    def take(self, rows: np.ndarray) -> pd.DataFrame:
+        """The rows numbered ``rows`` (in that order) as a DataFrame whose index is their row numbers."""
+        positions = np.asarray(rows, dtype=np.int64)
+        return self._frame(positions, pd.Index(positions))
+
+    def _frame(self, selection: slice | np.ndarray, index: pd.Index) -> pd.DataFrame:
         series: dict[int, pd.Series] = {}
         for position, column in enumerate(self._columns):
-            stored = self._arrays[position][start:stop]
+            stored = self._arrays[position][selection]
             if column["encoding"] == "array":
                 series[position] = pd.Series(stored, index=index, copy=False)
             else:

@@ -91,6 +91,11 @@ class ApiServer:
         status, self.process, self._stopping = self.process.returncode, None, False
         return status
 
+    def worker_pids(self) -> list[int]:
+        """The job workers this launcher started (``python -m app.worker`` processes)."""
+        assert self.process is not None
+        return [pid for pid in descendants(self.process.pid) if "-m app.worker" in command_line(pid)]
+
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60)
 
@@ -106,6 +111,49 @@ class ApiServer:
                 if event.get("event") == kind:
                     found.append(event)
         return found
+
+
+FINAL_OUTCOMES = ("analyzed", "failed", "discarded")
+
+
+def analysis_events(servers: list[ApiServer], session_ids: set[str], timeout: float = 15) -> list[dict[str, Any]]:
+    """The analysis log lines naming ``session_ids`` in the logs of ``servers`` (whose job workers log there),
+    waiting until every session has a final line (a worker writes it just after the status changes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [
+            event for server in servers for event in server.events("analysis") if event["session_id"] in session_ids
+        ]
+        if {event["session_id"] for event in found if event["outcome"] in FINAL_OUTCOMES} >= session_ids:
+            return found
+        assert time.monotonic() < deadline, f"no final log line after {timeout} s for some of {session_ids}"
+        time.sleep(0.1)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process started by ``pid``, directly or not (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, pending = [], [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def command_line(pid: int) -> str:
+    """A process's command line, or "" once it is gone."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def free_port() -> int:

@@ -1,4 +1,5 @@
-"""Stored anomaly pages, against the real embedded database: bounded by size, read by rank range."""
+"""Stored anomaly pages, against the real embedded database: bounded by size, read by rank range, each attempt's
+pages apart from the others'."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pymongo import AsyncMongoClient
 from app.crud import anomaly_pages
 from app.db.collections import ANOMALY_PAGE_BYTES, ANOMALY_PAGES, ensure_indexes
 
+ATTEMPT = 1
+
 
 def _wide_items(count: int, cell_bytes: int) -> list[dict[str, Any]]:
     """Ranked anomalies whose rows are big, like those of a table with thousands of columns."""
@@ -24,12 +27,15 @@ async def _store_and_read(database_url: str, items: list[dict[str, Any]], ranges
         database = client["anomaly_pages_test"]
         await ensure_indexes(database)
         session_id = str(ObjectId())
-        await anomaly_pages.insert(database, session_id, items)
+        pages = anomaly_pages.encode_pages(session_id, ATTEMPT, first_page=0, first_rank=0, items=items)
+        await anomaly_pages.insert_encoded(database, pages)
         sizes = [
             len(bson.encode(document))
             async for document in database[ANOMALY_PAGES].find({"session_id": ObjectId(session_id)})
         ]
-        reads = [await anomaly_pages.read_range(database, session_id, offset, limit) for offset, limit in ranges]
+        reads = [
+            await anomaly_pages.read_range(database, session_id, ATTEMPT, offset, limit) for offset, limit in ranges
+        ]
         return sizes, reads
     finally:
         await client.close()
@@ -54,3 +60,30 @@ def test_small_rows_share_pages_of_up_to_500(database_url: str):
 
     assert len(sizes) == 3
     assert [item["row"] for item in reads[0]] == list(range(450, 550))
+
+
+async def _two_attempts(database_url: str) -> tuple[list[int], list[int], list[int]]:
+    client: AsyncMongoClient = AsyncMongoClient(database_url)
+    try:
+        database = client["anomaly_pages_test"]
+        await ensure_indexes(database)
+        session_id = str(ObjectId())
+        for attempt, rows in ((1, range(0, 40)), (2, range(100, 130))):
+            items = [{"row": row, "score": 1000.0 - row, "values": {}} for row in rows]
+            pages = anomaly_pages.encode_pages(session_id, attempt, first_page=0, first_rank=0, items=items)
+            await anomaly_pages.insert_encoded(database, pages)
+        first = await anomaly_pages.read_range(database, session_id, 1, 0, 100)
+        second = await anomaly_pages.read_range(database, session_id, 2, 0, 100)
+        await anomaly_pages.delete_other_attempts(database, session_id, kept_attempt=2)
+        after = await anomaly_pages.read_range(database, session_id, 1, 0, 100)
+        return [item["row"] for item in first], [item["row"] for item in second], [item["row"] for item in after]
+    finally:
+        await client.close()
+
+
+def test_each_attempt_reads_only_its_own_pages_and_the_others_can_be_swept(database_url: str):
+    first, second, first_after_sweep = asyncio.run(_two_attempts(database_url))
+
+    assert first == list(range(0, 40))
+    assert second == list(range(100, 130))
+    assert first_after_sweep == []

@@ -243,7 +243,7 @@ def test_ten_thousand_columns_are_stored_and_analysed(api: ApiServer, account: A
     assert len(page["items"][0]["values"]) == 10_000
 
 
-def test_a_one_megabyte_cell_is_stored_and_analysed(api: ApiServer, account: Account) -> None:
+def test_a_one_megabyte_cell_is_cut_in_the_anomaly_and_whole_in_the_download(api: ApiServer, account: Account) -> None:
     frame = make_normal_transactions(ROWS, seed=36)
     frame["note"] = "short"
     frame.loc[0, "note"] = "x" * (1 << 20)
@@ -251,7 +251,12 @@ def test_a_one_megabyte_cell_is_stored_and_analysed(api: ApiServer, account: Acc
     dataset, status = _analysed(api, account, "huge-cell.csv", csv_bytes(frame))
     assert dataset["row_count"] == ROWS
     items = _all_anomalies(api, account, dataset["id"])["items"]
-    assert items[0]["row"] == 0 and len(items[0]["values"]["note"]) == 1 << 20
+    note = items[0]["values"]["note"]
+    assert items[0]["row"] == 0 and note.startswith("x" * 500)
+    assert len(note) < 1000 and "1,048,576 characters" in note and "download" in note
+    with api.client() as client:
+        results = client.get(f"/api/anomaly/datasets/{dataset['id']}/results", headers=account.headers)
+    assert pd.read_csv(io.BytesIO(results.content))["note"][0] == "x" * (1 << 20)
 
 
 @pytest.mark.parametrize(

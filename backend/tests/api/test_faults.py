@@ -30,6 +30,7 @@ from tests.api.support import (
     MAX_UPLOAD_MB,
     ApiServer,
     csv_bytes,
+    descendants,
     free_port,
     register,
     upload,
@@ -248,24 +249,6 @@ def _outcomes(server: ApiServer, dataset_id: str) -> list[str]:
     return [event["outcome"] for event in server.events("analysis") if event["dataset_id"] == dataset_id]
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process started by ``pid``, directly or not (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, pending = [], [pid]
-    while pending:
-        for child in children.get(pending.pop(), []):
-            found.append(child)
-            pending.append(child)
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the server's children through /proc")
 def test_server_and_database_killed_mid_analysis_lose_nothing(
     server_logs: Path, empty_model_path: Path, tmp_path: Path
@@ -296,7 +279,7 @@ def test_server_and_database_killed_mid_analysis_lose_nothing(
         late_answer = upload(client, account, "late.csv", late)
     assert late_answer.status_code == 201
     assert server.process is not None
-    victims = _descendants(server.process.pid)
+    victims = descendants(server.process.pid)
     assert victims, "the launcher started no database"
     for pid in [*victims, server.process.pid]:
         os.kill(pid, signal.SIGKILL)

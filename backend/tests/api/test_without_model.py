@@ -3,6 +3,7 @@ fallback training is on, in which case it trains on the uploaded data itself."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -55,8 +56,9 @@ def test_fallback_training_analyses_the_upload_and_progress_moves(fallback_api: 
     assert progresses == sorted(progresses)
 
 
-def test_analysis_of_a_killed_process_is_taken_up_again(fallback_api: ApiServer) -> None:
-    """A process dies mid-analysis: once its lease runs out, another process claims and finishes it."""
+def test_analysis_of_a_killed_worker_is_taken_up_again(fallback_api: ApiServer) -> None:
+    """A job worker dies mid-analysis (SIGKILL): the launcher starts another, which claims the analysis once its
+    lease runs out and finishes it."""
     account = register(fallback_api)
     with fallback_api.client() as client:
         dataset_id = upload_ok(client, account, "test.csv", csv_bytes(make_normal_transactions(3000, seed=23)))
@@ -64,8 +66,8 @@ def test_analysis_of_a_killed_process_is_taken_up_again(fallback_api: ApiServer)
             f"/api/anomaly/datasets/{dataset_id}/analyze", headers=account.headers, json={"threshold_percentile": 97}
         )
         wait_for_status(client, account, dataset_id, until=("analyzing",))
-    fallback_api.stop(signal.SIGKILL)
-    fallback_api.start().wait_until_up()
+    for pid in fallback_api.worker_pids():
+        os.kill(pid, signal.SIGKILL)
     with fallback_api.client() as client:
         status = wait_for_status(client, account, dataset_id)
     assert status["status"] == "analyzed", status
