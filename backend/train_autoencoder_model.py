@@ -23,12 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pandas as pd  # noqa: E402
 
 from app.core.config import get_settings  # noqa: E402
-from app.utils.anomaly_detector import MIN_TRAINING_ROWS, TabularAnomalyDetector  # noqa: E402  (TensorFlow loads when training starts)
 from app.utils.model_store import METADATA_FILENAME, MODEL_FILENAME, REPORT_FILENAME  # noqa: E402
 from app.utils.table_reader import TableReadError, read_table  # noqa: E402
+from app.utils.training import TooFewRowsError, TrainingParameters, train_model, usable_rows  # noqa: E402
 
 RULE = "=" * 80
-ACCEPTABLE_RATE = (1.0, 10.0)
 EXIT_USAGE = 2
 
 
@@ -109,16 +108,9 @@ def _display(path: Path) -> str:
 def load_training_data(data_file: Path) -> pd.DataFrame:
     """Read the training file and drop fully empty rows, refusing files with too few usable rows."""
     try:
-        frame = read_table(data_file)
-    except TableReadError as error:
+        return usable_rows(read_table(data_file), str(data_file))
+    except (TableReadError, TooFewRowsError) as error:
         _fail(str(error))
-    frame = frame.dropna(how="all")
-    if len(frame) < MIN_TRAINING_ROWS:
-        _fail(
-            f"{data_file} has {len(frame)} usable rows; at least {MIN_TRAINING_ROWS} normal rows are needed "
-            "(10,000+ recommended)."
-        )
-    return frame
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,41 +126,39 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  Columns: {_shorten(columns)}")
 
     print("\n[2/4] Initializing autoencoder detector...")
-    detector = TabularAnomalyDetector(
+    parameters = TrainingParameters(
         encoding_dim=arguments.encoding_dim,
         threshold_percentile=arguments.threshold_percentile,
-        random_state=arguments.seed,
+        epochs=arguments.epochs,
+        batch_size=arguments.batch_size,
+        validation_split=arguments.validation_split,
+        seed=arguments.seed,
     )
     print("✓ Detector initialized")
 
     print("\n[3/4] Training autoencoder model...")
     print("   This may take several minutes depending on dataset size...")
     print("   Training parameters:")
-    print(f"     - Encoding dimension: {arguments.encoding_dim}")
-    print(f"     - Threshold percentile: {arguments.threshold_percentile:g}")
-    print(f"     - Epochs: {arguments.epochs}")
-    print(f"     - Batch size: {arguments.batch_size}")
-    print(f"     - Validation split: {arguments.validation_split * 100:g}%\n")
+    print(f"     - Encoding dimension: {parameters.encoding_dim}")
+    print(f"     - Threshold percentile: {parameters.threshold_percentile:g}")
+    print(f"     - Epochs: {parameters.epochs}")
+    print(f"     - Batch size: {parameters.batch_size}")
+    print(f"     - Validation split: {parameters.validation_split * 100:g}%\n")
     try:
-        history = detector.train(
-            frame,
-            epochs=arguments.epochs,
-            batch_size=arguments.batch_size,
-            validation_split=arguments.validation_split,
-            verbose=1 if sys.stdout.isatty() else 2,
-        )
+        trained = train_model(frame, output_dir, parameters, verbose=1 if sys.stdout.isatty() else 2)
     except ValueError as error:
         _fail(str(error))
-    epochs_run = len(history.history["loss"])
+    detector = trained.detector
     stopped_early = (
-        f" (early stopping after {epochs_run} epochs, best weights restored)" if epochs_run < arguments.epochs else ""
+        f" (early stopping after {trained.epochs_run} epochs, best weights restored)"
+        if trained.epochs_run < parameters.epochs
+        else ""
     )
     print(f"\n✓ Training complete!{stopped_early}")
     for name, reason in detector.dropped_columns.items():
         print(f"  Left out: {name} ({reason})")
 
     print(f"\n[4/4] Saving trained model to: {_display(output_dir)}")
-    saved = detector.save(output_dir)
     print("✓ Model saved successfully!")
 
     shown_dir = _display(output_dir)
@@ -184,29 +174,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print("", RULE, "Validation Check", RULE, sep="\n")
     print("Running anomaly detection on training data...")
-    anomaly_count = int(detector.predict(frame).sum())
-    rate = 100.0 * anomaly_count / len(frame)
-    print(f"✓ Detected {anomaly_count:,} anomalies out of {len(frame):,} rows ({rate:.2f}%)\n")
-    low, high = ACCEPTABLE_RATE
-    if low <= rate <= high:
-        print(f"✓ Good! Anomaly rate is within acceptable range ({low:g}-{high:g}%).")
-    elif rate > high:
-        print(
-            f"⚠ Anomaly rate is above {high:g}%: the training data may hold many anomalies. "
-            "Train on cleaner data or raise --threshold-percentile."
-        )
-    else:
-        print(
-            f"⚠ Anomaly rate is below {low:g}%: the model may not be sensitive enough. "
-            "Lower --threshold-percentile or raise --encoding-dim."
-        )
+    check = trained.validation
+    print(f"✓ Detected {check.anomaly_count:,} anomalies out of {check.row_count:,} rows ({check.rate_percent:.2f}%)\n")
+    print(f"{'✓' if check.verdict == 'good' else '⚠'} {check.message}")
 
     print("", RULE, "✅ Training Complete!", RULE, sep="\n")
     print("\nNext steps:")
     print("1. The model is now ready to use")
     print("2. Upload datasets via the API - analysis should complete in 5-10 seconds")
     print("3. The backend will automatically load this pre-trained model")
-    print(f"\nNote: The model files are located at: {saved.resolve()}")
+    print(f"\nNote: The model files are located at: {trained.directory.resolve()}")
     return 0
 
 

@@ -15,12 +15,13 @@ from pymongo import AsyncMongoClient
 
 from app.api import observability
 from app.core.config import Settings
-from app.core.errors import NotFoundError
-from app.crud import datasets
 from app.crud.datasets import Dataset
+from app.crud.trainings import Training
 from app.crud.users import User
 from app.db.collections import Database
 from app.services import auth
+from app.services import datasets as dataset_service
+from app.services import trainings as training_service
 from app.services.model_registry import ModelRegistry
 
 TOKEN_URL = "/api/auth/token"
@@ -88,13 +89,19 @@ async def get_owned_dataset(
     database: DatabaseDep,
 ) -> Dataset:
     """The caller's dataset with this id; another user's dataset is as not-found as a missing one."""
-    dataset = await datasets.find(database, dataset_id, owner_id=user.id)
-    if dataset is None:
-        raise NotFoundError(
-            f"No dataset {dataset_id!r} among yours: check the id, or list your datasets with "
-            "GET /api/anomaly/datasets."
-        )
-    return dataset
+    return await dataset_service.owned(database, user, dataset_id)
 
 
 OwnedDataset = Annotated[Dataset, Depends(get_owned_dataset)]
+
+
+async def get_owned_training(
+    training_id: Annotated[str, Path(description="The training's id, from POST /api/anomaly/models's answer.")],
+    user: CurrentUser,
+    database: DatabaseDep,
+) -> Training:
+    """The caller's training with this id; another user's is as not-found as a missing one."""
+    return await training_service.owned(database, user, training_id)
+
+
+OwnedTraining = Annotated[Training, Depends(get_owned_training)]

@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     # Analyses one user may have queued or running at once; past it, 429 with Retry-After.
     max_analyses_in_progress_per_user: int = Field(default=10, ge=1)
 
+    # Users' own models (POST /api/anomaly/models).
+    # A training uses a uniform sample of at most this many of the dataset's rows (bounds its memory and time).
+    training_max_rows: int = Field(default=200_000, ge=100)
+    # Trainings one user may have queued or running at once (one runs at a time); past it, 429.
+    max_trainings_in_progress_per_user: int = Field(default=3, ge=1)
+    # Models (names) and versions per model one user may keep; past either, training answers 409.
+    max_models_per_user: int = Field(default=20, ge=1)
+    max_versions_per_model: int = Field(default=10, ge=1)
+
     @property
     def model_path(self) -> Path:
         """The default model directory, absolute."""

@@ -73,6 +73,22 @@ class ModelUnavailableError(ServiceError):
     """No model is loaded and fallback training is off."""
 
 
+class TrainingRequestError(ServiceError):
+    """A training request the dataset or the deployment cannot take (reserved name, unknown columns, too few rows)."""
+
+
+class TrainingConflictError(ServiceError):
+    """The training has already ended: there is nothing to cancel."""
+
+
+class ModelInUseError(ServiceError):
+    """The model version is active or used by an analysis (or a training of the model is under way)."""
+
+
+class ModelReadOnlyError(ServiceError):
+    """The deployment's own models (MODELS_DIR) cannot be changed through the API."""
+
+
 class ExportTooLargeError(ServiceError):
     """The results do not fit the requested file format (an Excel sheet's row limit)."""
 

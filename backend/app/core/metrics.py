@@ -59,6 +59,12 @@ ANALYSES_RUNNING = Gauge(
     "Analyses being run, over every process on the database (counted when scraped).",
     multiprocess_mode="mostrecent",
 )
+TRAINING_SECONDS = Histogram(
+    "training_duration_seconds",
+    "Time a training of a user's model took in this process, from claiming it to recording its version, by outcome.",
+    ["outcome"],
+    buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 3600),
+)
 LOGIN_FAILURES = Counter("login_failures_total", "Logins refused for a wrong username or password.")
 LOGINS_THROTTLED = Counter(
     "logins_throttled_total", "Logins refused unchecked (429) after too many failures for the username or address."

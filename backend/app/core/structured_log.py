@@ -15,6 +15,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 REQUEST_LOGGER = "app.requests"
 ANALYSIS_LOGGER = "app.analyses"
+TRAINING_LOGGER = "app.trainings"
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -42,6 +43,6 @@ def log_config() -> dict[str, Any]:
         "loggers": dict(LOGGING_CONFIG["loggers"]),
     }
     config["loggers"]["app"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    for name in (REQUEST_LOGGER, ANALYSIS_LOGGER):
+    for name in (REQUEST_LOGGER, ANALYSIS_LOGGER, TRAINING_LOGGER):
         config["loggers"][name] = {"handlers": ["events"], "level": "INFO", "propagate": False}
     return config

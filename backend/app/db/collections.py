@@ -31,6 +31,13 @@ ANOMALY_PAGE_BYTES = 4 * 2**20  # well under MongoDB's 16 MB document limit
 # Failed logins per username or address and time window (documents expire with their window).
 LOGIN_FAILURES = "login_failures"
 
+# Trainings of users' models (jobs, like analyses); users' models (owner + name, the active version) and
+# their versions (lineage, file ids: the files are in the MODELS_BUCKET).
+TRAININGS = "trainings"
+USER_MODELS = "user_models"
+MODEL_VERSIONS = "model_versions"
+# Analysts' labels on datasets' rows ("anomaly" or "normal"), one document per labelled row.
+LABELS = "labels"
 # The job worker processes alive now, with the deployment model versions each serves (documents expire).
 WORKERS = "workers"
 # A capped collection of "new job" signals that idle workers tail, so a queued job starts at once without
@@ -38,9 +45,10 @@ WORKERS = "workers"
 JOB_SIGNALS = "job_signals"
 JOB_SIGNALS_BYTES = 1 << 20
 
-# GridFS buckets: uploaded files and their parsed tables; score arrays of analysed sessions.
+# GridFS buckets: uploaded files and their parsed tables; score arrays of analyses; users' model files.
 UPLOADS_BUCKET = "uploads"
 RESULTS_BUCKET = "results"
+MODELS_BUCKET = "models"
 
 INDEXES: dict[str, list[IndexModel]] = {
     USERS: [IndexModel([("username", ASCENDING)], unique=True, name="username_unique")],
@@ -64,6 +72,33 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("model_version_id", ASCENDING), ("status", ASCENDING)], name="model_version_in_use"),
     ],
     DRIFT_REPORTS: [IndexModel([("session_id", ASCENDING)], name="analysis")],
+    TRAININGS: [
+        # At most one running training per owner: a second claim for the same owner fails atomically.
+        IndexModel(
+            [("running_owner", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"running_owner": {"$exists": True}},
+            name="one_running_per_owner",
+        ),
+        IndexModel([("status", ASCENDING), ("created_at", ASCENDING)], name="claim"),
+        IndexModel([("owner_id", ASCENDING), ("status", ASCENDING)], name="owner_in_progress"),
+        IndexModel([("dataset_id", ASCENDING), ("status", ASCENDING)], name="dataset_trainings"),
+    ],
+    LABELS: [
+        IndexModel([("dataset_id", ASCENDING), ("row", ASCENDING)], unique=True, name="dataset_row"),
+        IndexModel([("dataset_id", ASCENDING), ("label", ASCENDING)], name="dataset_label"),
+    ],
+    USER_MODELS: [IndexModel([("owner_id", ASCENDING), ("name", ASCENDING)], unique=True, name="owner_name")],
+    MODEL_VERSIONS: [
+        IndexModel(
+            [("owner_id", ASCENDING), ("name", ASCENDING), ("number", ASCENDING)], unique=True, name="owner_name_number"
+        ),
+        # One version per training, however many attempts it took.
+        IndexModel([("training_id", ASCENDING)], unique=True, name="one_per_training"),
+        IndexModel([("files.model", ASCENDING)], name="model_file"),
+        IndexModel([("files.metadata", ASCENDING)], name="metadata_file"),
+        IndexModel([("files.report", ASCENDING)], name="report_file"),
+    ],
     WORKERS: [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expire_when_silent")],
     ANOMALY_PAGES: [
         IndexModel(

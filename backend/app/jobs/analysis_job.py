@@ -9,15 +9,19 @@ users can see, and removes what it wrote.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import PyMongoError
 
+from app.core import metrics
 from app.core.states import AnalysisStatus, ModelKind
-from app.crud import analyses, anomaly_pages, datasets
+from app.core.structured_log import ANALYSIS_LOGGER, log_event
+from app.crud import analyses, anomaly_pages, datasets, user_models
 from app.crud.analyses import Analysis, ResultsRecord
+from app.jobs.attempts import MAX_ATTEMPTS, JobGoneError, ReleaseJobError
 from app.jobs.context import Timings, WorkerContext
 from app.jobs.lease import LeaseLostError, Progress
 from app.services import analysis_results, scoring
@@ -26,6 +30,7 @@ from app.services.table_snapshot import TableSnapshot
 from app.utils.anomaly_detector import TabularAnomalyDetector
 
 logger = logging.getLogger(__name__)
+analysis_log = logging.getLogger(ANALYSIS_LOGGER)
 
 # The share of progress each step reaches.
 LOADED_PERCENT = 10
@@ -33,28 +38,59 @@ TRAINED_PERCENT = 50
 SCORED_PERCENT = 90
 
 
-class DatasetGoneError(Exception):
-    """The analysis's dataset was deleted while the analysis waited or ran."""
-
-
-class ModelNotServedError(Exception):
-    """This worker no longer serves the analysis's model version (its folder changed since the claim)."""
-
-
 class AnalysisJob:
-    """Runs one claimed attempt of an analysis."""
+    """One claimed attempt of an analysis (a ``ClaimedJob``)."""
+
+    kind = "analysis"
+    done_outcome = "analyzed"
 
     def __init__(self, context: WorkerContext, analysis: Analysis) -> None:
         self.context = context
         self.analysis = analysis
+        self.job_id = analysis.id
         self.attempt = analysis.attempts
+        self.lease_seconds = context.settings.analysis_lease_seconds
+        started = analysis.started_at
+        self.queued_seconds = (started - analysis.created_at).total_seconds() if started else None
 
-    async def run(self, progress: Progress, timings: Timings) -> ResultsRecord:
-        """Score the dataset and store the results; the record that was stored."""
+    def interrupted_message(self) -> str:
+        """Why an analysis interrupted too often fails."""
+        return (
+            f"The analysis was interrupted {MAX_ATTEMPTS} times (its worker stopped, or the database was unreachable, "
+            "each time); the file may be too large for the worker's memory. Try a smaller file, or analyze again "
+            "once the service is healthy."
+        )
+
+    async def renew(self, progress: Progress) -> bool:
+        """Record progress and extend the lease."""
+        return await analyses.heartbeat(
+            self.context.database,
+            self.analysis.id,
+            worker_id=self.context.worker_id,
+            attempt=self.attempt,
+            progress=progress.percent,
+            lease_seconds=self.lease_seconds,
+        )
+
+    async def run(self, progress: Progress, timings: Timings) -> dict[str, Any]:
+        """Score the dataset and store the results; the counts the log line adds."""
+        try:
+            record = await self._analyse(progress, timings)
+        except (LeaseLostError, JobGoneError, ReleaseJobError):
+            raise
+        except Exception as error:
+            # A dataset deleted mid-way fails the reads of its files: that is a deletion, not a failure.
+            if await datasets.find(self.context.database, self.analysis.dataset_id) is None:
+                raise JobGoneError from error
+            raise
+        metrics.ANALYSIS_ROWS_SCORED.inc(record.row_count)
+        return {"rows": record.row_count, "anomaly_count": record.anomaly_count}
+
+    async def _analyse(self, progress: Progress, timings: Timings) -> ResultsRecord:
         database = self.context.database
         dataset = await datasets.find(database, self.analysis.dataset_id)
         if dataset is None:
-            raise DatasetGoneError
+            raise JobGoneError
         table = await dataset_service.load_snapshot(database, dataset)
         timings.lap("load")
         progress.set(LOADED_PERCENT)
@@ -70,12 +106,71 @@ class AnalysisJob:
         timings.lap("score")
         return await self._store(detector, table, scored, threshold, progress, timings)
 
-    async def tidy_up(self) -> None:
+    async def after_success(self) -> None:
         """After the results are stored: remove what they supersede (see ``_retire_superseded``)."""
         try:
             await self._retire_superseded()
         except PyMongoError as error:  # the results are stored: a later completion tidies up instead
             logger.warning("Analysis %s stored, but superseded results were not removed (%s)", self.analysis.id, error)
+
+    async def release(self) -> None:
+        """Put the analysis back in the queue, uncounted."""
+        await analyses.release(
+            self.context.database, self.analysis.id, worker_id=self.context.worker_id, attempt=self.attempt
+        )
+
+    async def requeue(self) -> None:
+        """Put the analysis back in the queue; the attempt counts."""
+        metrics.ANALYSIS_FAILURES.labels("database").inc()
+        await analyses.requeue(
+            self.context.database, self.analysis.id, worker_id=self.context.worker_id, attempt=self.attempt
+        )
+
+    async def discard(self) -> None:
+        """The dataset is gone: remove what a delete racing this analysis may have missed."""
+        database = self.context.database
+        removed = await analyses.delete_for_dataset(database, self.analysis.dataset_id)
+        await analysis_results.delete(database, [self.analysis, *removed])
+        logger.info("Analysis %s dropped: its dataset %s was deleted", self.analysis.id, self.analysis.dataset_id)
+
+    async def stop(self, reason: str, timings: Timings) -> str:
+        """Analyses are never asked to stop mid-way (a newer request only cancels queued ones)."""
+        await self.fail(reason, timings)
+        return "failed"
+
+    async def fail(self, message: str, timings: Timings) -> None:
+        """Mark the analysis failed, and remove what its interrupted attempts left."""
+        metrics.ANALYSIS_FAILURES.labels("error").inc()
+        database = self.context.database
+        await analyses.fail(
+            database,
+            self.analysis.id,
+            worker_id=self.context.worker_id,
+            attempt=self.attempt,
+            error=message,
+            timings=timings.total(),
+        )
+        await analysis_results.delete(database, [self.analysis])
+
+    def report(self, outcome: str, timings: Timings, **fields: Any) -> None:
+        """One structured log line per attempt, and its duration in the metrics."""
+        spent = timings.total()
+        metrics.ANALYSIS_SECONDS.labels(outcome).observe(spent["total_seconds"])
+        analysis = self.analysis
+        log_event(
+            analysis_log,
+            "analysis",
+            outcome=outcome,
+            session_id=analysis.id,
+            dataset_id=analysis.dataset_id,
+            owner_id=analysis.owner_id,
+            worker=self.context.worker_id,
+            attempt=analysis.attempts,
+            model=analysis.model.name,
+            model_version=analysis.model.version,
+            **fields,
+            timings=spent,
+        )
 
     async def _detector(
         self, table: TableSnapshot, timings: Timings, progress: Progress
@@ -89,13 +184,20 @@ class AnalysisJob:
             progress.set(TRAINED_PERCENT)
             return detector, detector.threshold
         if choice.kind == ModelKind.USER:
-            raise NotImplementedError("user models")
-        model = self.context.registry.by_version(choice.version)
-        if model is None:
-            raise ModelNotServedError
-        detector = await self.context.deployment_detector(model)
+            version = await user_models.find_version_by_id(self.context.database, choice.version_id or "")
+            if version is None:
+                raise RuntimeError(
+                    f"Version {choice.number} of your model {choice.name!r} was deleted before the analysis ran: "
+                    "analyze again to use its active version."
+                )
+            detector = await self.context.user_detector(version)
+        else:
+            model = self.context.registry.by_version(choice.version)
+            if model is None:
+                raise ReleaseJobError  # its folder changed since the claim: a worker serving it takes it up
+            detector = await self.context.deployment_detector(model)
         if detector.model_info["version"] != choice.version:
-            raise ModelNotServedError  # the folder changed between reading its card and loading it
+            raise ReleaseJobError  # the files changed between reading the card and loading the model
         threshold = (
             detector.threshold if percentile == detector.threshold_percentile else detector.threshold_at(percentile)
         )

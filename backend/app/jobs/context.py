@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from app.core.config import Settings
+from app.crud.user_models import ModelVersion
 from app.db.collections import Database
 from app.jobs.detector_cache import DetectorCache
+from app.services import model_files
 from app.services.model_registry import DeploymentModel, ModelRegistry
 from app.utils.anomaly_detector import TabularAnomalyDetector
 
@@ -58,6 +62,16 @@ class WorkerContext:
         return await self.detectors.get(
             model.version, lambda: self.in_background(TabularAnomalyDetector.load, model.path)
         )
+
+    async def user_detector(self, version: ModelVersion) -> TabularAnomalyDetector:
+        """The detector of a user's model version, loaded from its files in GridFS on first use."""
+
+        async def load() -> TabularAnomalyDetector:
+            with tempfile.TemporaryDirectory(prefix="model-") as folder:
+                await model_files.download_version(self.database, version, Path(folder))
+                return await self.in_background(TabularAnomalyDetector.load, folder)
+
+        return await self.detectors.get(version.version, load)
 
 
 @dataclass

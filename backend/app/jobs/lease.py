@@ -27,6 +27,10 @@ class LeaseLostError(Exception):
     """The job was taken over, deleted or cancelled while this worker ran it: stop and discard this attempt."""
 
 
+class JobStoppedError(Exception):
+    """The job was asked to stop (cancelled by its owner, or what it works on was deleted): ``str()`` says why."""
+
+
 class Progress:
     """Progress shared between a job's thread (which sets it) and its heartbeat (which records it)."""
 
@@ -34,11 +38,13 @@ class Progress:
         self.percent = 1
         self.details: dict[str, Any] = {}
         self.lease_lost = False
+        self.stop_reason: str | None = None
         self.changed = True
 
     def set(self, percent: float, **details: Any) -> None:
         """Move progress forward (never back, never to 100 before the results are stored); raise
-        ``LeaseLostError`` once the lease is gone, so the job stops at its next step."""
+        ``LeaseLostError`` once the lease is gone (or ``JobStoppedError`` once asked to stop), so the job stops
+        at its next step."""
         self.check()
         self.percent = int(min(max(percent, self.percent), 99))
         if details:
@@ -46,9 +52,11 @@ class Progress:
         self.changed = True
 
     def check(self) -> None:
-        """Raise ``LeaseLostError`` if the lease is gone."""
+        """Raise ``LeaseLostError`` if the lease is gone, ``JobStoppedError`` if the job was asked to stop."""
         if self.lease_lost:
             raise LeaseLostError
+        if self.stop_reason is not None:
+            raise JobStoppedError(self.stop_reason)
 
 
 Renew = Callable[[Progress], Awaitable[bool]]

@@ -32,11 +32,10 @@ from app.schemas.anomaly import (
     AnalyzeResponse,
     AnomalyPageOut,
     DatasetOut,
-    ModelOut,
     ScoreHistogramOut,
     StatusOut,
 )
-from app.services import analysis, datasets, models
+from app.services import analysis, datasets
 from app.services.analysis import ExportFormat, HistogramScale
 from app.services.datasets import DatasetView
 from app.utils.anomaly_detector import ColumnMismatchError
@@ -186,13 +185,6 @@ async def download_results(
         media_type=results.media_type,
         headers={"Content-Disposition": f'attachment; filename="{results.filename}"'},
     )
-
-
-@router.get("/models")
-async def list_models(user: CurrentUser, registry: ModelsDep) -> list[ModelOut]:
-    """The models analyses can use: name, features, threshold, training date and version (a switched model shows
-    its new version within a few seconds, without a restart)."""
-    return [ModelOut.model_validate(model, from_attributes=True) for model in models.list_models(registry)]
 
 
 def _dataset_out(view: DatasetView) -> DatasetOut:

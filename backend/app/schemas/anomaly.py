@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -133,14 +133,17 @@ class ScoreHistogramOut(BaseModel):
 
 
 class ModelOut(BaseModel):
-    """A model analyses can use."""
+    """A model analyses can use: the deployment's (read-only, shared) or one of the caller's own."""
 
     name: str
+    kind: Literal["deployment", "user"] = Field(description="deployment: MODELS_DIR, shared; user: the caller's own.")
     default: bool
     features: list[str]
     threshold: float
     threshold_percentile: float
     trained_at: str | None
-    version: str
+    version: str = Field(description="Content hash of the (active) version's files.")
     training_rows: int | None
     dropped_columns: dict[str, str]
+    active_version: int | None = Field(description="For the caller's own models: the version analyses use.")
+    versions: list[int] = Field(description="For the caller's own models: every version number.")

@@ -27,7 +27,7 @@ from app.crud import analyses, anomaly_pages, datasets, job_signals
 from app.crud.analyses import Analysis
 from app.crud.datasets import Dataset
 from app.db.collections import Database
-from app.services import analysis_results, results_export
+from app.services import analysis_results, models, results_export
 from app.services import datasets as dataset_service
 from app.services.model_registry import ModelRegistry
 
@@ -129,7 +129,10 @@ async def request_analysis(
     is re-thresholded against the model's stored training scores, no retraining; the analysis key holds the model
     version and the percentile, so other settings are another analysis. ``force`` always starts a new one.
     """
-    selection = registry.select(model_name, dataset.columns, user_models=[], threshold_percentile=threshold_percentile)
+    own_models = await models.candidates(database, dataset.owner_id)
+    selection = registry.select(
+        model_name, dataset.columns, user_models=own_models, threshold_percentile=threshold_percentile
+    )
     active_key = f"{dataset.id}|{selection.choice.version}|{selection.threshold_percentile!r}"
     ticket: AnalysisTicket | None = None
     # The unique active_key settles races between equal requests: one inserts, the others find and reuse it.

@@ -14,9 +14,9 @@ from typing import BinaryIO
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from app.core.config import Settings
-from app.core.errors import UploadNotStoredError, UploadTooLargeError
+from app.core.errors import NotFoundError, UploadNotStoredError, UploadTooLargeError
 from app.core.states import DatasetStatus
-from app.crud import analyses, datasets, files
+from app.crud import analyses, datasets, files, labels, trainings
 from app.crud.analyses import Analysis
 from app.crud.datasets import Dataset
 from app.crud.users import User
@@ -30,6 +30,7 @@ HASH_BLOCK_BYTES = 2**20
 MAX_FILENAME_CHARS = 255
 MAX_EXTENSION_CHARS = 16
 _PATH_SEPARATORS = re.compile(r"[/\\]")
+TRAINING_DATASET_DELETED = "The dataset was deleted while the model trained: nothing of the training was kept."
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,17 @@ def _view(dataset: Dataset, latest: Analysis | None) -> DatasetView:
     return DatasetView(dataset, DatasetStatus.of(latest.status if latest else None))
 
 
+async def owned(database: Database, owner: User, dataset_id: str) -> Dataset:
+    """The caller's dataset with this id; another user's dataset is as not-found as a missing one."""
+    dataset = await datasets.find(database, dataset_id, owner_id=owner.id)
+    if dataset is None:
+        raise NotFoundError(
+            f"No dataset {dataset_id!r} among yours: check the id, or list your datasets with "
+            "GET /api/anomaly/datasets."
+        )
+    return dataset
+
+
 async def latest_analysis(database: Database, dataset: Dataset) -> Analysis | None:
     """The dataset's latest analysis, or None before its first analysis."""
     return await analyses.find(database, dataset.latest_session_id) if dataset.latest_session_id else None
@@ -187,6 +199,8 @@ async def delete(database: Database, dataset: Dataset) -> None:
     place, so repeating the request finds it and finishes the job instead of answering 404 over orphans.
     Results are removed again after the analyses are gone, so a worker completing meanwhile leaves nothing.
     """
+    await trainings.stop_for_dataset(database, dataset.id, TRAINING_DATASET_DELETED)
+    await labels.delete_for_dataset(database, dataset.id)
     await analysis_results.delete(database, await analyses.find_for_dataset(database, dataset.id))
     removed = await analyses.delete_for_dataset(database, dataset.id)
     await analysis_results.delete(database, removed)

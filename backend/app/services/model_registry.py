@@ -252,7 +252,10 @@ class ModelRegistry:
         """
         candidates = [*self.candidates(), *user_models]
         if name is not None:
-            named = next((candidate for candidate in candidates if candidate.choice.name == name), None)
+            # The caller's own model first: its name was free when trained, a deployment model may come later.
+            named = next(
+                (candidate for candidate in [*user_models, *candidates] if candidate.choice.name == name), None
+            )
             if named is None:
                 raise UnknownModelError(
                     f"No model named {name!r} (available: "

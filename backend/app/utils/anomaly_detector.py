@@ -167,11 +167,13 @@ class TabularAnomalyDetector:
         batch_size: int = 64,
         validation_split: float = 0.2,
         verbose: int | str = "auto",
+        callbacks: list[Any] | None = None,
     ) -> keras.callbacks.History:
         """Fit the encoding, the autoencoder and the score calibration on ``df`` (rows assumed normal).
 
         Early stopping watches the validation loss and restores the best weights. The threshold and the
         stored score distribution come from the validation rows, which the weights never trained on.
+        ``callbacks`` are Keras callbacks run with early stopping (to follow the epochs, or stop).
         """
         if len(df) < MIN_TRAINING_ROWS:
             raise ValueError(f"Need at least {MIN_TRAINING_ROWS} rows to train, got {len(df)}.")
@@ -193,7 +195,7 @@ class TabularAnomalyDetector:
         fit_rows, validation_rows = encoded[order[n_validation:]], encoded[order[:n_validation]]
 
         self.model_ = self._build_model(encoded.shape[1])
-        callbacks = []
+        callbacks = list(callbacks or [])
         validation_data = None
         if n_validation:
             validation_data = (validation_rows, validation_rows)
