@@ -4,7 +4,8 @@
   every worker's disk) is failed with the reason once it has waited ``UNSERVED_GRACE_SECONDS``: during a rolling
   deploy, a worker that still serves the old version keeps it alive.
 - GridFS files older than ``ORPHAN_FILE_AGE_SECONDS`` that belong to nothing (a process died between storing a
-  file and recording what it belongs to) are deleted every ``ORPHAN_SWEEP_SECONDS``.
+  file and recording what it belongs to: an upload, an analysis's arrays, a model version's files) are deleted
+  every ``ORPHAN_SWEEP_SECONDS``.
 Every worker runs them; they are idempotent, so several workers sweeping at once do no harm.
 """
 
@@ -16,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 
 from app.core.config import Settings
 from app.core.states import AnalysisStatus
-from app.crud import analyses, datasets, files, workers
-from app.db.collections import RESULTS_BUCKET, UPLOADS_BUCKET, Database
+from app.crud import analyses, datasets, files, user_models, workers
+from app.db.collections import MODELS_BUCKET, RESULTS_BUCKET, UPLOADS_BUCKET, Database
 from app.services.analysis_results import ANALYSIS_KEY
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,12 @@ async def sweep_orphan_files(database: Database, *, older_than_seconds: float) -
         if owner is None or (owner.status != AnalysisStatus.ANALYZING and stored.id not in owner.file_ids):
             orphans.append(stored.id)
     await files.delete(database, RESULTS_BUCKET, orphans)
+    removed += len(orphans)
+
+    models = await files.find_older_than(database, MODELS_BUCKET, written_before, SWEEP_BATCH)
+    referenced = await user_models.referenced_file_ids(database, [stored.id for stored in models])
+    orphans = [stored.id for stored in models if stored.id not in referenced]
+    await files.delete(database, MODELS_BUCKET, orphans)
     removed += len(orphans)
     if removed:
         logger.info("Removed %d stored files that belonged to nothing", removed)

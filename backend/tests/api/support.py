@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -217,3 +218,53 @@ def wait_for_status(
             return body
         assert time.monotonic() < deadline, f"still {body['status']} after {timeout} s: {body}"
         time.sleep(0.05)
+
+
+TRAINING_SECONDS = 180
+
+
+def patient_records(n_rows: int, seed: int) -> pd.DataFrame:
+    """A schema no deployment model knows (like a clinic's export): the kind of table a new user brings."""
+    rng = np.random.default_rng(seed)
+    age = rng.integers(21, 80, n_rows)
+    glucose = rng.normal(110, 25, n_rows) + 0.3 * (age - 50)
+    return pd.DataFrame(
+        {
+            "pregnancies": rng.poisson(3, n_rows),
+            "glucose": glucose.round(1),
+            "blood_pressure": rng.normal(72, 10, n_rows).round(1),
+            "skin_thickness": rng.normal(25, 7, n_rows).round(1),
+            "insulin": (glucose * 0.9 + rng.normal(0, 15, n_rows)).round(1),
+            "bmi": rng.normal(31, 6, n_rows).round(1),
+            "age": age,
+            "clinic": rng.choice(["north", "south", "east"], n_rows),
+        }
+    )
+
+
+def train(client: httpx.Client, account: Account, dataset_id: str, name: str, **options: Any) -> httpx.Response:
+    """Ask for a training of ``name`` from a dataset."""
+    return client.post(
+        "/api/anomaly/models", headers=account.headers, json={"dataset_id": dataset_id, "name": name, **options}
+    )
+
+
+def wait_for_training(
+    client: httpx.Client,
+    account: Account,
+    training_id: str,
+    until: tuple[str, ...] = ("trained", "failed", "cancelled"),
+    seen: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Poll a training until its status is one of ``until`` (every answer is added to ``seen``); the last answer."""
+    deadline = time.monotonic() + TRAINING_SECONDS
+    while True:
+        answer = client.get(f"/api/anomaly/trainings/{training_id}", headers=account.headers)
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        if seen is not None:
+            seen.append(body)
+        if body["status"] in until:
+            return body
+        assert time.monotonic() < deadline, f"training still {body['status']} after {TRAINING_SECONDS} s: {body}"
+        time.sleep(0.1)

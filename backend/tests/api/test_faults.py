@@ -32,10 +32,13 @@ from tests.api.support import (
     csv_bytes,
     descendants,
     free_port,
+    patient_records,
     register,
+    train,
     upload,
     upload_ok,
     wait_for_status,
+    wait_for_training,
 )
 
 # mongod's error code for a full disk, as the database would answer a write it cannot keep.
@@ -243,6 +246,36 @@ def test_database_stopped_mid_analysis_the_session_is_retried_not_stuck(
     assert final["attempts"] >= 2, "the attempt cut off by the outage should have been retried"
     assert anomalies.json()["total"] == final["anomaly_count"] == len(anomalies.json()["items"])
     assert _outcomes(fault_api, dataset_id) == ["retried", "analyzed"]
+
+
+def test_database_stopped_mid_training_the_training_is_retried_and_no_half_version_shows(
+    fault_api: ApiServer, fault_database: RestartableDatabase
+) -> None:
+    account = register(fault_api)
+    with fault_api.client() as client:
+        dataset_id = upload_ok(client, account, "patients.csv", csv_bytes(patient_records(5000, seed=65)))
+        training_id = train(client, account, dataset_id, "outage", epochs=12, seed=1).json()["training_id"]
+        wait_for_training(client, account, training_id, until=("running",))
+    fault_database.kill()
+    try:
+        deadline = time.monotonic() + 120
+        while "retried" not in _training_outcomes(fault_api, training_id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        fault_database.start()
+    with fault_api.client() as client:
+        ended = wait_for_training(client, account, training_id)
+        detail = client.get("/api/anomaly/models/outage", headers=account.headers).json()
+    assert _training_outcomes(fault_api, training_id)[0] == "retried"
+    assert ended["status"] == "trained" and ended["attempts"] >= 2, ended
+    assert [version["version"] for version in detail["versions"]] == [ended["result"]["version"]]
+    with fault_database.client() as mongo:
+        files = mongo["faults"]["models.files"].count_documents({"metadata.training_id": training_id})
+    assert files == 3, "the interrupted attempt left files behind, or the version lacks one"
+
+
+def _training_outcomes(server: ApiServer, training_id: str) -> list[str]:
+    return [event["outcome"] for event in server.events("training") if event["training_id"] == training_id]
 
 
 def _outcomes(server: ApiServer, dataset_id: str) -> list[str]:
