@@ -104,20 +104,56 @@ class ApiServer:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def events(self, kind: str) -> list[dict[str, Any]]:
-        """The structured log lines (one JSON object a line) of this kind: ``request`` or ``analysis``."""
-        found = []
-        for line in self.log_text().splitlines():
-            if line.startswith("{"):
-                event = json.loads(line)
-                if event.get("event") == kind:
-                    found.append(event)
-        return found
+        """The structured log lines (one JSON object a line) of this kind: ``request``, ``analysis``, ``training``."""
+        return [event for event in _events(self.log_text()) if event.get("event") == kind]
 
 
 FINAL_OUTCOMES = ("analyzed", "failed", "discarded")
 
 
-def analysis_events(servers: list[ApiServer], session_ids: set[str], timeout: float = 15) -> list[dict[str, Any]]:
+class WorkerProcess:
+    """A standalone ``python -m app.worker`` (as on a worker-only host), its output in a log file."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.worker"],
+                cwd=BACKEND_DIR,
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return [event for event in _events(self.log_text()) if event.get("event") == kind]
+
+
+def _events(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def analysis_events(
+    servers: list[ApiServer] | list[WorkerProcess], session_ids: set[str], timeout: float = 15
+) -> list[dict[str, Any]]:
     """The analysis log lines naming ``session_ids`` in the logs of ``servers`` (whose job workers log there),
     waiting until every session has a final line (a worker writes it just after the status changes)."""
     deadline = time.monotonic() + timeout
@@ -206,15 +242,18 @@ def upload_ok(client: httpx.Client, account: Account, filename: str, content: by
 
 def wait_for_status(
     client: httpx.Client, account: Account, dataset_id: str, until: tuple[str, ...] = ("analyzed", "failed"),
-    timeout: float = 90,
-) -> dict[str, object]:
-    """Poll the status until it is one of ``until``; return the last answer."""
+    timeout: float = 90, at_least: int | None = None,
+) -> dict[str, Any]:
+    """Poll the status until it is one of ``until`` (or, with ``at_least``, until an analysis running has come
+    that far); return the last answer."""
     deadline = time.monotonic() + timeout
     while True:
         answer = client.get(f"/api/anomaly/datasets/{dataset_id}/status", headers=account.headers)
         assert answer.status_code == 200, answer.text
-        body: dict[str, object] = answer.json()
+        body: dict[str, Any] = answer.json()
         if body["status"] in until:
+            return body
+        if at_least is not None and body["status"] == "analyzing" and body["progress"] >= at_least:
             return body
         assert time.monotonic() < deadline, f"still {body['status']} after {timeout} s: {body}"
         time.sleep(0.05)
