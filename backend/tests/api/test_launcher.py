@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.support import BACKEND_DIR, ApiServer, register
+from app.utils.sample_data import make_normal_transactions
+from tests.api.conftest import ServerFactory
+from tests.api.support import BACKEND_DIR, ApiServer, csv_bytes, register, upload_ok
 
 
 def _processes_using(path: Path) -> list[int]:
@@ -80,3 +82,25 @@ def test_production_launch_refuses_a_missing_or_placeholder_secret(
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / "db").exists(), "the database was started before the configuration was checked"
+
+
+def test_an_api_process_without_jobs_never_loads_tensorflow(
+    server_factory: ServerFactory, server_env: dict[str, str], model_dir: Path
+) -> None:
+    """API processes check columns from the models' metadata and queue the work: only job workers score."""
+    env = {**server_env, "MONGODB_DB": "api_only", "AUTOENCODER_MODEL_PATH": str(model_dir), "JOB_WORKERS": "0"}
+    server = server_factory("api-only", env).wait_until_up()
+    account = register(server)
+    with server.client() as client:
+        models = client.get("/api/anomaly/models", headers=account.headers).json()
+        dataset_id = upload_ok(client, account, "test.csv", csv_bytes(make_normal_transactions(200, seed=1)))
+        analyze = client.post(f"/api/anomaly/datasets/{dataset_id}/analyze", headers=account.headers)
+        mismatch_id = upload_ok(client, account, "other.csv", b"a,b\n1,2\n3,4\n")
+        mismatch = client.post(f"/api/anomaly/datasets/{mismatch_id}/analyze", headers=account.headers)
+    assert server.process is not None
+    maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+    assert models[0]["name"] == "AutoEncoder" and models[0]["features"]
+    assert analyze.status_code == 202 and analyze.json()["status"] == "queued"
+    assert mismatch.status_code == 422 and "Dataset columns don't match model" in mismatch.json()["detail"]
+    assert "tensorflow" not in maps, "the API process loaded TensorFlow"
+    assert server.worker_pids() == []

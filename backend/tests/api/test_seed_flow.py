@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
 
 import pandas as pd
 
+from app.demo_model import write_try_file
 from app.utils.sample_data import make_normal_transactions
 from tests.api.support import Account, ApiServer, upload_ok, wait_for_status, xlsx_bytes
 
 
-def test_upload_analyze_and_poll_status_until_analyzed(api: ApiServer, account: Account) -> None:
+def test_upload_analyze_and_poll_status_until_analyzed(api: ApiServer, account: Account, tmp_path: Path) -> None:
+    """With the test.xlsx that `make run` writes for README's flow."""
+    test_xlsx = tmp_path / "test.xlsx"
+    write_try_file(test_xlsx)
     with api.client() as client:
         uploaded = client.post(
             "/api/anomaly/datasets/upload",
             headers=account.headers,
-            files={"file": ("test.xlsx", xlsx_bytes(make_normal_transactions(500, seed=5)))},
+            files={"file": ("test.xlsx", test_xlsx.read_bytes())},
         )
         assert uploaded.status_code == 201, uploaded.text
         dataset_id = uploaded.json()["id"]
