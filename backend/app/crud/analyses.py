@@ -62,6 +62,8 @@ class Analysis:
     # The attempt whose anomaly pages are the analysis's results (set when it completes).
     results_attempt: int | None = None
     drift: dict[str, Any] | None = None
+    # The model's held-out training scores at percentiles 0, 0.1, ..., 100: turns a score into a percentile.
+    training_score_quantiles: list[float] = field(default_factory=list)
 
     @property
     def file_ids(self) -> list[str]:
@@ -81,6 +83,7 @@ class ResultsRecord:
     top_columns_file_id: str
     feature_names: list[str]
     drift: dict[str, Any] | None
+    training_score_quantiles: list[float]
 
 
 def _optional_id(value: Any) -> str | None:
@@ -116,6 +119,7 @@ def _analysis(document: dict[str, Any]) -> Analysis:
         feature_names=list(document.get("feature_names") or []),
         results_attempt=document.get("results_attempt"),
         drift=document.get("drift"),
+        training_score_quantiles=list(document.get("training_score_quantiles") or []),
     )
 
 
@@ -300,6 +304,7 @@ async def complete(
                 "feature_names": results.feature_names,
                 "results_attempt": attempt,
                 "drift": results.drift,
+                "training_score_quantiles": results.training_score_quantiles,
                 "finished_at": datetime.now(UTC),
             },
             "$unset": {"lease_owner": "", "lease_expires_at": ""},

@@ -236,6 +236,7 @@ class AnalysisJob:
                 top_columns_file_id=arrays.top_columns_file_id,
                 feature_names=scored.feature_names,
                 drift=None,
+                training_score_quantiles=scoring.training_score_quantiles(detector),
             )
             completed = await analyses.complete(
                 database, self.analysis.id, worker_id=self.context.worker_id, attempt=self.attempt, results=record

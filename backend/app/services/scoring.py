@@ -23,6 +23,8 @@ SCORING_CHUNK_ROWS = 20_000
 ANOMALY_BATCH_ROWS = 5_000
 # The columns named in an anomaly's top_features.
 TOP_FEATURES = 3
+# The model's training-score distribution an analysis keeps: its value at every 0.1 percentile.
+QUANTILE_STEPS = 1000
 # Text longer than this is cut in an anomaly's stored ``values`` (the download still has it whole), so no row,
 # however wide or long its cells, can make a stored document near MongoDB's 16 MB limit.
 MAX_STORED_CELL_CHARS = 500
@@ -116,3 +118,11 @@ def stored_value(value: Any) -> Any:
             f"{cell[:MAX_STORED_CELL_CHARS]}… [cut: {len(cell):,} characters in all; the results download has it whole]"
         )
     return cell
+
+
+def training_score_quantiles(detector: TabularAnomalyDetector) -> list[float]:
+    """The detector's held-out training scores at percentiles 0, 0.1, ..., 100 (to turn scores into percentiles)."""
+    scores = detector.training_scores_
+    if scores is None:
+        raise RuntimeError("The detector is not trained: call train() or load() first.")
+    return np.percentile(scores, np.linspace(0, 100, QUANTILE_STEPS + 1)).tolist()
