@@ -1,7 +1,8 @@
 """The FastAPI application: ``uvicorn app.main:app`` (``python -m app.serve`` also starts the database).
 
 The lifespan creates what each process shares: one MongoDB client (PyMongo's async client is bound to one
-event loop) with the indexes ensured, the models loaded once, and the background analysis runner.
+event loop) with the indexes ensured, the models loaded once, the background analysis runner, and the pool of
+child processes that parse uploads.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from app.routes import api_router, web_routes
 from app.services.analysis_runner import AnalysisRunner, create_background_executor
 from app.services.datasets import too_large_error
 from app.services.models import ModelRegistry
+from app.services.upload_parsing import UploadParserPool
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +65,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor = create_background_executor()
         models = await asyncio.get_running_loop().run_in_executor(executor, ModelRegistry.load, settings)
         runner = AnalysisRunner(database, models, settings, executor)
-        app.state.resources = AppResources(settings, jwt_secret, client, database, models, runner)
+        parsers = UploadParserPool(settings)
+        await parsers.start()
+        app.state.resources = AppResources(settings, jwt_secret, client, database, models, runner, parsers)
         runner.start()
         try:
             yield
         finally:
             await runner.stop()
+            await parsers.stop()
             executor.shutdown(wait=False, cancel_futures=True)
     finally:
         await client.close()

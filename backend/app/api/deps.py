@@ -23,6 +23,7 @@ from app.db.collections import Database
 from app.services import auth
 from app.services.analysis_runner import AnalysisRunner
 from app.services.models import ModelRegistry
+from app.services.upload_parsing import UploadParserPool
 
 TOKEN_URL = "/api/auth/token"
 
@@ -37,6 +38,7 @@ class AppResources:
     database: Database
     models: ModelRegistry
     runner: AnalysisRunner
+    parsers: UploadParserPool
 
 
 async def get_resources(request: Request) -> AppResources:
@@ -69,10 +71,16 @@ async def get_runner(resources: ResourcesDep) -> AnalysisRunner:
     return resources.runner
 
 
+async def get_parsers(resources: ResourcesDep) -> UploadParserPool:
+    """This process's pool of upload parser children."""
+    return resources.parsers
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 RunnerDep = Annotated[AnalysisRunner, Depends(get_runner)]
+ParsersDep = Annotated[UploadParserPool, Depends(get_parsers)]
 
 # auto_error=False: a missing token gets the service's own 401 message, which says how to get one.
 _bearer_token = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)

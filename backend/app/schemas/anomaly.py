@@ -26,6 +26,11 @@ class DatasetOut(BaseModel):
     columns: list[str]
     uploaded_at: datetime
     status: str = Field(description="uploaded, queued, analyzing, analyzed or failed.")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What the reader did to read the file: title lines skipped, lines decoded as Windows-1252.",
+        examples=[["skipped 3 title lines above the header", "12 lines decoded as Windows-1252 (Latin-1): not UTF-8"]],
+    )
 
     @classmethod
     def from_view(cls, view: DatasetView) -> DatasetOut:
@@ -42,6 +47,7 @@ class DatasetOut(BaseModel):
             columns=dataset.columns,
             uploaded_at=dataset.uploaded_at,
             status=view.status,
+            notes=dataset.notes,
         )
 
 
