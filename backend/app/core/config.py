@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     # shared strings may expand to (each cell that points at a string gets its own copy in memory).
     max_columns: int = Field(default=10_000, gt=0)
     max_cells: int = Field(default=25_000_000, gt=0)
-    max_text_mb: int = Field(default=1024, gt=0)
+    max_text_mb: int = Field(default=512, gt=0)
     # Uploads are parsed in child processes: how many at once, the address space each may use, how long one
     # may take, and how many uploads may wait for a free one (past that: 429 with Retry-After).
     parse_workers: int = Field(default=2, gt=0)

@@ -1,9 +1,10 @@
 """A child process that parses uploads: ``python -m app.services.upload_parser_process --memory-mb N``.
 
-Started and fed by ``app.services.upload_parsing``. It limits its own address space before it imports a
-parser, then reads one JSON request a line from stdin (the upload's path, its name, where to write the
-parsed table, the read limits) and answers one JSON line on its own copy of stdout (stdout itself goes to
-stderr, so a library's print can never corrupt an answer). A file that makes a parser allocate past the
+Started and fed by ``app.services.upload_parsing``. It limits its own address space, then reads one JSON
+request a line from stdin (the upload's path, its name, where to write the parsed table, the read limits)
+and answers one JSON line on its own copy of stdout (stdout itself goes to
+stderr, so a library's print can never corrupt an answer). The readers are imported when the child starts,
+in the background of the API, not when the first upload arrives. A file that makes a parser allocate past the
 limit ends in a MemoryError answered like any unreadable file, or kills only this process; the API sees its
 pipe close and answers 400.
 """
@@ -21,6 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.services.table_snapshot import TableSnapshotWriter
+from app.utils.table_reader import ReadLimits, TableChunks, TableReadError
+
 HASH_BLOCK_BYTES = 2**20
 
 logger = logging.getLogger("app.upload_parser")
@@ -28,9 +32,6 @@ logger = logging.getLogger("app.upload_parser")
 
 def parse_upload(path: Path, filename: str, table_path: Path, limits: dict[str, int]) -> dict[str, Any]:
     """Hash and parse the upload at ``path``, write its table snapshot to ``table_path``; describe both."""
-    from app.services.table_snapshot import TableSnapshotWriter
-    from app.utils.table_reader import ReadLimits, TableChunks
-
     digest = hashlib.sha256()
     with open(path, "rb") as upload:
         while block := upload.read(HASH_BLOCK_BYTES):
@@ -53,8 +54,6 @@ def parse_upload(path: Path, filename: str, table_path: Path, limits: dict[str, 
 
 def answer(request: dict[str, Any]) -> dict[str, Any]:
     """The answer to one request: the parsed upload, or the reason it cannot be read, in a user's words."""
-    from app.utils.table_reader import TableReadError
-
     filename = request["filename"]
     try:
         parsed = parse_upload(Path(request["path"]), filename, Path(request["table_path"]), request["limits"])

@@ -82,7 +82,7 @@ class ReadLimits:
 
     max_columns: int = 10_000
     max_cells: int = 25_000_000
-    max_text_bytes: int = 1024 * 2**20
+    max_text_bytes: int = 512 * 2**20
 
 
 DEFAULT_LIMITS = ReadLimits()
@@ -390,14 +390,15 @@ def _sample_rows(lines: Sequence[str], delimiter: str) -> tuple[list[list[bool]]
 
 
 def _delimiter(lines: Sequence[str]) -> str:
-    """The delimiter that splits the sample's rows into the most consistent number of fields (more than one)."""
-    best, best_score = ",", (False, 0.0, 0)
+    """The delimiter that splits the sample's rows into the most consistent number of fields (more than one);
+    when none splits the rows, the one that splits the first row (a header over one-column rows)."""
+    best, best_score = ",", (False, 0.0, 0, 0)
     for candidate in _DELIMITERS:
         widths = [len(row) for row in _sample_rows(lines, candidate)[0] if any(row)]
         if not widths:
             continue
         width, count = Counter(widths).most_common(1)[0]
-        score = (width > 1, count / len(widths), width)
+        score = (width > 1, count / len(widths) if width > 1 else 0.0, width, widths[0])
         if score > best_score:
             best, best_score = candidate, score
     return best
@@ -405,14 +406,23 @@ def _delimiter(lines: Sequence[str]) -> str:
 
 def _header_position(rows: Sequence[Sequence[bool]]) -> int:
     """The index of the header among ``rows`` (which fields are filled): the first row filled at least half as
-    well as the table's typical row (and with two fields or more). Rows above it are titles, notes or rules."""
+    well as the table's typical row (two fields or more), and as wide as the table or as filled as its rows.
+    Rows above it are titles, notes or rules."""
     nonblank = [row for row in rows if any(row)]
     if len(nonblank) < 2:
         return 0
     width = Counter(len(row) for row in nonblank).most_common(1)[0][0]
-    typical = sorted(sum(row) for row in nonblank if len(row) == width)
-    needed = max(min(2, width), math.ceil(typical[len(typical) // 2] / 2))
-    return next((position for position, row in enumerate(rows) if sum(row) >= needed), 0)
+    filled = sorted(sum(row) for row in nonblank if len(row) == width)
+    typical = filled[len(filled) // 2]
+    needed = max(min(2, width), math.ceil(typical / 2))
+    return next(
+        (
+            position
+            for position, row in enumerate(rows)
+            if sum(row) >= needed and (len(row) >= width or sum(row) >= typical)
+        ),
+        0,
+    )
 
 
 def _parse_csv(parse: Any, name: str) -> Any:
@@ -461,17 +471,7 @@ def _check_workbook(handle: BinaryIO, name: str, limits: ReadLimits) -> None:
             lengths = _shared_string_lengths(archive, entries, name, limits)
             for entry in entries:
                 if entry.filename.lower().endswith(".xml") and not entry.is_dir():
-                    cost = _sheet_cost(archive, entry, lengths)
-                    _check_columns(cost.columns, name, limits)
-                    _check_cells(cost.cells, name, limits)
-                    _check_cells(cost.rows * cost.columns, name, limits, "cells in its used range")
-                    if cost.text_bytes > limits.max_text_bytes:
-                        raise TableReadError(
-                            f"{display!r} holds text that would expand to {cost.text_bytes / 2**20:,.0f} MB in "
-                            f"memory (its cells repeat long shared strings), more than the "
-                            f"{limits.max_text_bytes // 2**20:,} MB allowed (MAX_TEXT_MB): export the sheet as "
-                            "CSV, or shorten the repeated text."
-                        )
+                    _check_sheet(archive, entry, lengths, name, limits)
         except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError):
             pass  # a damaged entry: the parser says what is wrong with it
     handle.seek(0)
@@ -512,8 +512,11 @@ def _shared_string_lengths(
     return np.diff(np.asarray([*starts, end], dtype=np.int64))
 
 
-def _sheet_cost(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, shared_lengths: np.ndarray) -> _SheetCost:
-    """Cells with content, used range (from cell references) and shared-string text of one sheet's XML."""
+def _check_sheet(
+    archive: zipfile.ZipFile, entry: zipfile.ZipInfo, shared_lengths: np.ndarray, name: str, limits: ReadLimits
+) -> None:
+    """Refuse one sheet's XML past ``limits`` as soon as a block shows it: cells with content, the used range
+    (from cell references: calamine allocates it whole) and the text its shared-string cells expand to."""
     cost = _SheetCost()
     last_row = last_column = 0
     first_row = first_column = sys.maxsize
@@ -528,12 +531,18 @@ def _sheet_cost(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, shared_lengths
             columns = {_column_number(letters) for letters in {letters for letters, _ in references}}
             last_row, first_row = max(last_row, max(rows)), min(first_row, min(rows))
             last_column, first_column = max(last_column, max(columns)), min(first_column, min(columns))
+            cost.rows, cost.columns = last_row - first_row + 1, last_column - first_column + 1
         indexes = np.asarray([int(index) for index in _SHARED_STRING_CELL.findall(block)], dtype=np.int64)
-        known = indexes[indexes < len(shared_lengths)]
-        cost.text_bytes += int(shared_lengths[known].sum())
-    if last_row:
-        cost.rows, cost.columns = last_row - first_row + 1, last_column - first_column + 1
-    return cost
+        cost.text_bytes += int(shared_lengths[indexes[indexes < len(shared_lengths)]].sum())
+        _check_columns(cost.columns, name, limits)
+        _check_cells(cost.cells, name, limits)
+        _check_cells(cost.rows * cost.columns, name, limits, "cells in its used range")
+        if cost.text_bytes > limits.max_text_bytes:
+            raise TableReadError(
+                f"{Path(name).name!r} holds text that would expand to more than {limits.max_text_bytes // 2**20:,} MB "
+                "in memory (MAX_TEXT_MB: its cells repeat long shared strings): export the sheet as CSV, or "
+                "shorten the repeated text."
+            )
 
 
 def _column_number(letters: bytes) -> int:
