@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import select
 import socket
-import struct
 import threading
 import time
 import zipfile
@@ -23,44 +22,17 @@ import httpx
 import pytest
 
 from tests.api.conftest import ServerFactory
+from tests.api.hostile_files import (
+    CORPUS_FILES,
+    PeakMemory,
+    dense_workbook,
+    large_csv,
+    looping_cfb,
+    shared_string_bomb,
+)
 from tests.api.support import Account, ApiServer, register, upload
 
 MEMORY_BUDGET_BYTES = 1536 * 2**20
-CORPUS_FILES = Path(__file__).resolve().parents[4] / "shared" / "corpus" / "real-files" / "files"
-
-
-def _reset_peak_memory(server: ApiServer) -> None:
-    assert server.process is not None
-    Path(f"/proc/{server.process.pid}/clear_refs").write_text("5")  # VmHWM := the current RSS
-
-
-def _peak_memory_bytes(server: ApiServer) -> int:
-    assert server.process is not None
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    kilobytes = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
-    return int(kilobytes) * 1024
-
-
-def _rss_bytes(server: ApiServer) -> int:
-    assert server.process is not None
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
-
-
-class _PeakMemory:
-    """How much the API process's peak memory grew while the block ran."""
-
-    def __init__(self, server: ApiServer) -> None:
-        self.server = server
-        self.growth = 0
-
-    def __enter__(self) -> _PeakMemory:
-        _reset_peak_memory(self.server)
-        self.baseline = _rss_bytes(self.server)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.growth = _peak_memory_bytes(self.server) - self.baseline
 
 
 def _assert_still_serving(server: ApiServer, account: Account) -> None:
@@ -71,50 +43,6 @@ def _assert_still_serving(server: ApiServer, account: Account) -> None:
     assert answer.status_code == 201, answer.text
 
 
-def _xlsx(sheet_xml: bytes, shared_strings: bytes | None = None, level: int = 6) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as archive:
-        archive.writestr("[Content_Types].xml", b"<Types/>")
-        if shared_strings is not None:
-            archive.writestr("xl/sharedStrings.xml", shared_strings)
-        archive.writestr("xl/worksheets/sheet1.xml", sheet_xml)
-    return buffer.getvalue()
-
-
-def _shared_string_bomb(cells: int, string_bytes: int) -> bytes:
-    """``cells`` cells that all point at one shared string of ``string_bytes`` (a few KB packed)."""
-    shared = b"<sst><si><t>" + b"x" * string_bytes + b"</t></si></sst>"
-    rows = b"".join(b'<row r="%d"><c r="A%d" t="s"><v>0</v></c></row>' % (row, row) for row in range(1, cells + 1))
-    return _xlsx(b"<worksheet><sheetData>" + rows + b"</sheetData></worksheet>", shared, level=9)
-
-
-def _dense_workbook(cells: int) -> bytes:
-    """A sheet of ``cells`` one-digit cells: ~130:1 packed, under 2 GiB unpacked (inside the zip checks)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        archive.writestr("[Content_Types].xml", b"<Types/>")
-        with archive.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as sheet:
-            sheet.write(b"<worksheet><sheetData>")
-            block = (b"<row>" + b"<c><v>1</v></c>" * 20 + b"</row>") * 10_000
-            for _ in range(cells // 200_000):
-                sheet.write(block)
-            sheet.write(b"</sheetData></worksheet>")
-    return buffer.getvalue()
-
-
-def looping_cfb() -> bytes:
-    """A minimal OLE compound file (what .xls is) whose FAT chains the directory's sector to itself."""
-    end_of_chain, free, fat_sector = 0xFFFFFFFE, 0xFFFFFFFF, 0xFFFFFFFD
-    header = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(16)
-    header += struct.pack("<HHHHH", 0x3E, 3, 0xFFFE, 9, 6) + bytes(6)
-    # directory sectors, FAT sectors, first directory sector, transaction, mini-stream cutoff, first mini FAT
-    # sector, mini FAT sectors, first DIFAT sector, DIFAT sectors; then the DIFAT: the FAT is sector 0.
-    header += struct.pack("<9I", 0, 1, 1, 0, 4096, end_of_chain, 0, end_of_chain, 0)
-    header += struct.pack("<109I", 0, *([free] * 108))
-    fat = struct.pack("<128I", fat_sector, 1, *([free] * 126))  # sector 1 (the directory) is followed by 1
-    return header + fat + bytes(512)
-
-
 @pytest.fixture(scope="module")
 def uploader(large_upload_api: ApiServer) -> Account:
     return register(large_upload_api, "attacker")
@@ -122,9 +50,9 @@ def uploader(large_upload_api: ApiServer) -> Account:
 
 def test_shared_string_bomb_is_refused_before_parsing(large_upload_api: ApiServer, uploader: Account) -> None:
     """2,000 cells pointing at one 400 KB string: about 10 KB that a reader expands to 800 MB of text."""
-    bomb = _shared_string_bomb(cells=2_000, string_bytes=400_000)
+    bomb = shared_string_bomb(cells=2_000, string_bytes=400_000)
     assert len(bomb) < 16 * 1024
-    with _PeakMemory(large_upload_api) as memory, large_upload_api.client() as client:
+    with PeakMemory(large_upload_api) as memory, large_upload_api.client() as client:
         answer = upload(client, uploader, "strings.xlsx", bomb)
     assert answer.status_code == 400, answer.text
     assert "MAX_TEXT_MB" in answer.json()["detail"] and "export the sheet as CSV" in answer.json()["detail"]
@@ -136,11 +64,11 @@ def test_a_dense_sheet_inside_the_zip_checks_is_refused_by_its_cell_count(
     large_upload_api: ApiServer, uploader: Account
 ) -> None:
     """100 million one-digit cells: 12 MB packed, 1.5 GB unpacked at 130:1, which the zip checks let through."""
-    workbook = _dense_workbook(cells=100_000_000)
+    workbook = dense_workbook(cells=100_000_000)
     with zipfile.ZipFile(io.BytesIO(workbook)) as archive:
         unpacked = sum(entry.file_size for entry in archive.infolist())
     assert unpacked < 2 * 2**30 and unpacked / len(workbook) < 200
-    with _PeakMemory(large_upload_api) as memory, large_upload_api.client() as client:
+    with PeakMemory(large_upload_api) as memory, large_upload_api.client() as client:
         answer = upload(client, uploader, "dense.xlsx", workbook)
     assert answer.status_code == 400, answer.text
     assert "more than 25,000,000 cells (MAX_CELLS)" in answer.json()["detail"]
@@ -160,7 +88,7 @@ def test_an_xls_whose_sector_chain_loops_answers_400_and_the_api_never_notices(
     large_upload_api: ApiServer, uploader: Account, content: Any
 ) -> None:
     """python-calamine allocates without bound on these 1 KB files until its process aborts: a parser child."""
-    with _PeakMemory(large_upload_api) as memory, large_upload_api.client() as client:
+    with PeakMemory(large_upload_api) as memory, large_upload_api.client() as client:
         answer = upload(client, uploader, "loop.xls", content())
     assert answer.status_code == 400, answer.text
     assert "could not be read within the 2,048 MB a parser may use" in answer.json()["detail"]
@@ -174,7 +102,7 @@ def test_distinct_text_values_are_stored_compactly(large_upload_api: ApiServer, 
     lines = [b"id,comment,code"] + [b"%d,comment number %d is unique,%x" % (i, i, i * 7919) for i in range(450_000)]
     content = b"\n".join(lines) + b"\n"
     assert len(content) > 17 * 2**20
-    with _PeakMemory(large_upload_api) as memory, large_upload_api.client() as client:
+    with PeakMemory(large_upload_api) as memory, large_upload_api.client() as client:
         answer = upload(client, uploader, "distinct.csv", content)
     assert answer.status_code == 201, answer.text
     assert answer.json()["row_count"] == 450_000
@@ -187,23 +115,17 @@ def test_too_many_columns_are_refused_with_what_to_do(
 ) -> None:
     header = b",".join(b"c%d" % index for index in range(columns))
     content = header + b"\n" + b",".join([b"1"] * columns) + b"\n"
-    with _PeakMemory(large_upload_api) as memory, large_upload_api.client() as client:
+    with PeakMemory(large_upload_api) as memory, large_upload_api.client() as client:
         answer = upload(client, uploader, "wide.csv", content)
     assert answer.status_code == 400, answer.text
     assert f"has {columns:,} columns, more than the 10,000 allowed (MAX_COLUMNS)" in answer.json()["detail"]
     assert memory.growth < 300 * 2**20
 
 
-def _large_csv(target_bytes: int) -> bytes:
-    row = b"2025-01-01 10:00:00,north,web,retail,12345.67,89.5,3,17,0.25,alpha,beta,gamma,delta,1024\n"
-    header = b"timestamp,region,channel,segment,amount,score,items,age,ratio,a,b,c,d,size\n"
-    return header + row * (target_bytes // len(row))
-
-
 def test_a_large_upload_is_parsed_and_stored_within_the_memory_budget(large_upload_api: ApiServer) -> None:
     account = register(large_upload_api, "large")
-    content = _large_csv(70 * 2**20)
-    with _PeakMemory(large_upload_api) as memory, httpx.Client(base_url=large_upload_api.url, timeout=600) as client:
+    content = large_csv(70 * 2**20)
+    with PeakMemory(large_upload_api) as memory, httpx.Client(base_url=large_upload_api.url, timeout=600) as client:
         answer = upload(client, account, "large.csv", content)
     assert answer.status_code == 201, answer.text
     assert answer.json()["row_count"] == content.count(b"\n") - 1
@@ -213,7 +135,7 @@ def test_a_large_upload_is_parsed_and_stored_within_the_memory_budget(large_uplo
 def test_ten_simultaneous_large_uploads_keep_the_api_memory_bounded(large_upload_api: ApiServer) -> None:
     """Ten users upload 99 MB at once: bodies go to disk, two are parsed at a time while the others wait, and
     each is then refused by the storage quota (150 MB here), which counts its parsed table (89 MB) too."""
-    content = _large_csv(99 * 2**20)
+    content = large_csv(99 * 2**20)
     accounts = [register(large_upload_api, f"bulk{index}") for index in range(10)]
     answers: list[httpx.Response] = []
 
@@ -221,7 +143,7 @@ def test_ten_simultaneous_large_uploads_keep_the_api_memory_bounded(large_upload
         with httpx.Client(base_url=large_upload_api.url, timeout=600) as client:
             answers.append(upload(client, account, "large.csv", content))
 
-    with _PeakMemory(large_upload_api) as memory:
+    with PeakMemory(large_upload_api) as memory:
         senders = [threading.Thread(target=send, args=(account,)) for account in accounts]
         for sender in senders:
             sender.start()
@@ -372,7 +294,7 @@ def test_a_file_that_takes_longer_than_the_parse_timeout_answers_400(tight_api: 
     """5 million cells take calamine and pandas far longer than the 3 s this server allows."""
     account = register(tight_api, "patient")
     with tight_api.client() as client:
-        answer = upload(client, account, "slow.xlsx", _dense_workbook(cells=5_000_000))
+        answer = upload(client, account, "slow.xlsx", dense_workbook(cells=5_000_000))
     assert answer.status_code == 400, answer.text
     assert "took longer than 3 s to read" in answer.json()["detail"]
     assert "PARSE_TIMEOUT_SECONDS" in answer.json()["detail"]
