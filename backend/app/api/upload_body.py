@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -142,7 +142,7 @@ async def receive_upload(request: Request, user: CurrentUser, resources: Resourc
                     await asyncio.to_thread(destination.write, b"".join(part.pending))
                     part.pending.clear()
             parser.finalize()
-        except MultipartParseError:
+        except FormParserError:
             raise StarletteHTTPException(400) from None  # answered with what to send instead
         except ClientDisconnect:
             raise _missing_file() from None  # the body was cut off; nobody is left to read the answer

@@ -61,8 +61,11 @@ class _Parser:
     async def ask(self, request: dict[str, Any], timeout: float) -> dict[str, Any] | None:
         """Send one request and wait for its answer; None when the child died before answering."""
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write((json.dumps(request) + "\n").encode("utf-8"))
-        await self.process.stdin.drain()
+        try:
+            self.process.stdin.write((json.dumps(request) + "\n").encode("utf-8"))
+            await self.process.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            return None
         line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
         self.uploads += 1
         return json.loads(line) if line else None
@@ -137,6 +140,9 @@ class UploadParserPool:
         than ``PARSE_MEMORY_MB`` or crashes the parser, and one that takes longer than ``PARSE_TIMEOUT_SECONDS``.
         """
         parser = await self._idle.get()
+        while parser.process.returncode is not None:  # ended while idle (killed from outside): not this file's doing
+            await self._replace(parser, f"had ended (exit status {parser.process.returncode})")
+            parser = await self._idle.get()
         request = {
             "path": str(path),
             "filename": filename,

@@ -66,13 +66,34 @@ def shared_string_bomb(cells: int, string_bytes: int) -> bytes:
     return xlsx_of(b"<worksheet><sheetData>" + rows + b"</sheetData></worksheet>", shared, level=9)
 
 
+_PACKAGE = {
+    "[Content_Types].xml": b'<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/'
+    b'content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships'
+    b'+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" '
+    b'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override '
+    b'PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.'
+    b'spreadsheetml.worksheet+xml"/></Types>',
+    "_rels/.rels": b'<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/'
+    b'relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
+    b'relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>',
+    "xl/workbook.xml": b'<?xml version="1.0"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/'
+    b'2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet '
+    b'name="data" sheetId="1" r:id="rId1"/></sheets></workbook>',
+    "xl/_rels/workbook.xml.rels": b'<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/'
+    b'package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/'
+    b'2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>',
+}
+
+
 def dense_workbook(cells: int) -> bytes:
-    """A sheet of ``cells`` one-digit cells: ~130:1 packed, under 2 GiB unpacked (inside the zip checks)."""
+    """A valid workbook of ``cells`` one-digit cells in rows of 20: ~130:1 packed, so 100 million cells are
+    12 MB that unpack to 1.5 GB, inside the zip checks (2 GiB, 200:1)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        archive.writestr("[Content_Types].xml", b"<Types/>")
+        for name, part in _PACKAGE.items():
+            archive.writestr(name, part)
         with archive.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as sheet:
-            sheet.write(b"<worksheet><sheetData>")
+            sheet.write(b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>')
             block = (b"<row>" + b"<c><v>1</v></c>" * 20 + b"</row>") * 10_000
             for _ in range(cells // 200_000):
                 sheet.write(block)

@@ -9,7 +9,9 @@ disk and files to GridFS.
 from __future__ import annotations
 
 import io
+import os
 import select
+import signal
 import socket
 import threading
 import time
@@ -208,12 +210,12 @@ def test_an_upload_without_a_token_is_answered_401_before_its_body_is_read(large
 
 @pytest.fixture(scope="module")
 def tight_api(server_factory: ServerFactory, server_env: dict[str, str], empty_model_path: Path) -> ApiServer:
-    """A server with small quotas and one parser that nobody may queue for, killed after 3 s."""
+    """A server with small quotas (2 datasets, 2 MB) and one parser that nobody may queue for, killed after 3 s."""
     env = {
         **server_env,
         "AUTOENCODER_MODEL_PATH": str(empty_model_path),
         "MAX_DATASETS_PER_USER": "2",
-        "MAX_STORAGE_MB_PER_USER": "1",
+        "MAX_STORAGE_MB_PER_USER": "2",
         "PARSE_WORKERS": "1",
         "PARSE_QUEUE_LIMIT": "0",
         "PARSE_TIMEOUT_SECONDS": "3",
@@ -236,14 +238,14 @@ def test_the_dataset_count_quota_answers_409_with_what_to_delete(tight_api: ApiS
 
 def test_the_storage_quota_is_checked_by_the_declared_size_before_the_body_is_read(tight_api: ApiServer) -> None:
     account = register(tight_api, "hoarder")
-    sent, answer = _bytes_sent_before_the_answer(tight_api, account.headers, 2 * 2**20)
+    sent, answer = _bytes_sent_before_the_answer(tight_api, account.headers, 2 * 2**20 + 32 * 1024)
     assert answer.startswith(b"HTTP/1.1 409"), answer[:300]
     assert b"MAX_STORAGE_MB_PER_USER" in answer
     assert sent < 2**20
 
 
 def test_the_storage_quota_counts_the_parsed_table_too(tight_api: ApiServer) -> None:
-    """0.7 MB of CSV whose parsed table takes more: checked again before anything is stored."""
+    """0.7 MB of CSV whose parsed table takes 2.9 MB more: checked again before anything is stored."""
     account = register(tight_api, "filler")
     content = b"a,b,c,d,e,f,g,h\n" + b"1,2,3,4,5,6,7,8\n" * 46_000
     with tight_api.client() as client:
@@ -291,12 +293,28 @@ def test_an_upload_past_the_parsers_and_their_queue_answers_429_with_retry_after
 
 
 def test_a_file_that_takes_longer_than_the_parse_timeout_answers_400(tight_api: ApiServer) -> None:
-    """5 million cells take calamine and pandas far longer than the 3 s this server allows."""
+    """10 million cells take calamine and pandas far longer than the 3 s this server allows."""
     account = register(tight_api, "patient")
     with tight_api.client() as client:
-        answer = upload(client, account, "slow.xlsx", dense_workbook(cells=5_000_000))
+        answer = upload(client, account, "slow.xlsx", dense_workbook(cells=10_000_000))
     assert answer.status_code == 400, answer.text
     assert "took longer than 3 s to read" in answer.json()["detail"]
     assert "PARSE_TIMEOUT_SECONDS" in answer.json()["detail"]
     with tight_api.client() as client:
         assert upload(client, account, "quick.csv", b"a,b\n1,2\n").status_code == 201
+
+
+def test_a_parser_killed_while_idle_is_replaced_without_blaming_the_next_upload(
+    large_upload_api: ApiServer, uploader: Account
+) -> None:
+    assert large_upload_api.process is not None
+    pid = large_upload_api.process.pid
+    children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    parsers = [child for child in children if b"upload_parser_process" in Path(f"/proc/{child}/cmdline").read_bytes()]
+    assert len(parsers) == 2
+    for parser in parsers:
+        os.kill(parser, signal.SIGKILL)
+    time.sleep(0.5)
+    with large_upload_api.client() as client:
+        answers = [upload(client, uploader, f"next{index}.csv", b"a,b\n1,2\n") for index in range(3)]
+    assert [answer.status_code for answer in answers] == [201] * 3, [answer.text for answer in answers]
