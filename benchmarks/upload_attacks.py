@@ -27,6 +27,7 @@ from tests.api.hostile_files import (  # noqa: E402 - backend/ is put on sys.pat
     dense_workbook,
     large_csv,
     looping_cfb,
+    memory_bytes,
     shared_string_bomb,
 )
 
@@ -61,6 +62,9 @@ def _attacks() -> list[tuple[str, str, Callable[[], bytes]]]:
     ]
 
 
+PEAKS: list[float] = []  # the API process's absolute peak (MB) during each measure
+
+
 def _measure(
     server: object, client: httpx.Client, headers: dict[str, str], filename: str, content: bytes
 ) -> tuple[int, float, float]:
@@ -68,6 +72,7 @@ def _measure(
         started = time.perf_counter()
         answer = client.post(UPLOAD, headers=headers, files={"file": (filename, content)})
         seconds = time.perf_counter() - started
+    PEAKS.append((memory.baseline + memory.growth) / 2**20)
     if answer.status_code == 201:
         client.delete(f"/api/anomaly/datasets/{answer.json()['id']}", headers=headers)
     return answer.status_code, memory.growth / 2**20, seconds
@@ -91,6 +96,7 @@ def _ten_at_once(server: object, url: str) -> tuple[list[int], float, float]:
         for sender in senders:
             sender.join()
         seconds = time.perf_counter() - started
+    PEAKS.append((memory.baseline + memory.growth) / 2**20)
     return statuses, memory.growth / 2**20, seconds
 
 
@@ -123,6 +129,7 @@ def main() -> None:
             httpx.Client(base_url=server.url, timeout=600) as client,
         ):
             headers = login(client)
+            started_mb = memory_bytes(server, "VmRSS") / 2**20  # type: ignore[arg-type]
             for name, filename, build in _attacks():
                 content = build()
                 runs = [_measure(server, client, headers, filename, content) for _ in range(arguments.runs)]
@@ -159,6 +166,10 @@ def main() -> None:
                 "reset before each.",
                 "",
                 *rows,
+                "",
+                f"The API process: {started_mb:,.0f} MB resident once started, {max(PEAKS):,.0f} MB at its highest "
+                "peak during any of these (growth is measured from the resident memory before each upload, which "
+                "includes heap freed by the uploads before it).",
                 "",
                 f"Real-file corpus ({sum(corpus.values())} files, one upload each):",
                 "",

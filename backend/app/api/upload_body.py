@@ -14,7 +14,7 @@ import asyncio
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -55,10 +55,10 @@ OPENAPI_REQUEST_BODY = {
 
 
 class _FilePart:
-    """Collects the ``file`` part of a multipart body as the parser finds it; other parts are dropped."""
+    """Collects the ``file`` part of a multipart body as the parser finds it (its data in ``pending``, for the
+    caller to write out after each block); other parts are dropped."""
 
-    def __init__(self, destination: IO[bytes], max_bytes: int, too_large: Exception) -> None:
-        self.destination = destination
+    def __init__(self, max_bytes: int, too_large: Exception) -> None:
         self.max_bytes = max_bytes
         self.too_large = too_large
         self.filename: str | None = None
@@ -133,7 +133,7 @@ async def receive_upload(request: Request, user: CurrentUser, resources: Resourc
     if content_type != b"multipart/form-data" or not options.get(b"boundary"):
         raise _missing_file()
     with resources.parsers.admission(), tempfile.NamedTemporaryFile(prefix="upload-") as destination:
-        part = _FilePart(destination, settings.max_upload_bytes, datasets.too_large_error(settings))
+        part = _FilePart(settings.max_upload_bytes, datasets.too_large_error(settings))
         parser = MultipartParser(options[b"boundary"], part.callbacks())
         try:
             async for chunk in request.stream():
