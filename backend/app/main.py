@@ -1,8 +1,9 @@
 """The FastAPI application: ``uvicorn app.main:app`` (``python -m app.serve`` also starts the database).
 
 The lifespan creates what each process shares: one MongoDB client (PyMongo's async client is bound to one
-event loop) with the indexes ensured, and the model registry (the models' cards: an API process never loads
-TensorFlow; job workers, ``python -m app.worker``, run the analyses).
+event loop) with the indexes ensured, the model registry (the models' cards: an API process never loads
+TensorFlow; job workers, ``python -m app.worker``, run the analyses), and the pool of child processes that parse
+uploads.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from app.api.observability import RequestObservabilityMiddleware
 from app.api.upload_limit import UploadSizeLimitMiddleware
 from app.core.config import Settings, get_settings
 from app.core.security import resolve_jwt_secret
-from app.db.connection import connected
+from app.db.connection import API_APP_NAME, connected
 from app.routes import api_router, web_routes
 from app.services.datasets import too_large_error
 from app.services.model_registry import ModelRegistry
+from app.services.upload_parsing import UploadParserPool
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +37,19 @@ upload with `POST /api/anomaly/datasets/upload`, start with `POST .../analyze` a
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Connect (indexes ensured) and read the models' cards; close the client on shutdown."""
+    """Connect (indexes ensured), read the models' cards and start the upload parsers; undo it on shutdown."""
     settings: Settings = app.state.settings
     jwt_secret = resolve_jwt_secret(settings)
-    async with connected(settings) as (client, database):
+    async with connected(settings, API_APP_NAME) as (client, database):
         models = ModelRegistry(settings)
         await models.refresh()
-        app.state.resources = AppResources(settings, jwt_secret, client, database, models)
-        yield
+        parsers = UploadParserPool(settings)
+        await parsers.start()
+        app.state.resources = AppResources(settings, jwt_secret, client, database, models, parsers)
+        try:
+            yield
+        finally:
+            await parsers.stop()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

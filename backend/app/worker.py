@@ -18,7 +18,7 @@ import sys
 from app.core.config import Settings, get_settings
 from app.core.errors import ConfigurationError
 from app.core.structured_log import log_config
-from app.db.connection import connected
+from app.db.connection import WORKER_APP_NAME, connected
 from app.jobs.runner import JobWorker
 from app.services.model_registry import ModelRegistry
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _work(settings: Settings) -> None:
-    async with connected(settings) as (_, database):
+    async with connected(settings, WORKER_APP_NAME) as (_, database):
         registry = await asyncio.to_thread(ModelRegistry.load, settings)
         worker = JobWorker(database, settings, registry)
         task = asyncio.create_task(worker.run(), name="job-worker")

@@ -1,7 +1,7 @@
 """The routes' dependencies, declared once as ``Annotated`` aliases.
 
-``AppResources`` is what the lifespan creates once per process (database client, model registry) and every
-request shares.
+``AppResources`` is what the lifespan creates once per process (database client, model registry, upload
+parsers) and every request shares.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from app.services import auth
 from app.services import datasets as dataset_service
 from app.services import trainings as training_service
 from app.services.model_registry import ModelRegistry
+from app.services.upload_parsing import UploadParserPool
 
 TOKEN_URL = "/api/auth/token"
 
@@ -36,6 +37,7 @@ class AppResources:
     client: AsyncMongoClient[dict[str, Any]]
     database: Database
     models: ModelRegistry
+    parsers: UploadParserPool
 
 
 async def get_resources(request: Request) -> AppResources:
@@ -63,9 +65,15 @@ async def get_models(resources: ResourcesDep) -> ModelRegistry:
     return resources.models
 
 
+async def get_parsers(resources: ResourcesDep) -> UploadParserPool:
+    """This process's pool of upload parser children."""
+    return resources.parsers
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
+ParsersDep = Annotated[UploadParserPool, Depends(get_parsers)]
 
 # auto_error=False: a missing token gets the service's own 401 message, which says how to get one.
 _bearer_token = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)

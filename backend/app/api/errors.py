@@ -62,7 +62,11 @@ class HttpError:
 
 
 HTTP_ERRORS: dict[type[Exception], HttpError] = {
-    TableReadError: HttpError(400, "The file is not a readable table, or it has no data rows"),
+    TableReadError: HttpError(
+        400,
+        "The file is not a readable table, has no data rows, or is past a reading budget (columns, cells, "
+        "text, the parser's memory or time)",
+    ),
     AuthenticationError: HttpError(401, "Missing, malformed, expired or wrongly signed token, or wrong credentials"),
     RegistrationClosedError: HttpError(403, "Registration is closed (ALLOW_REGISTRATION=false)"),
     NotFoundError: HttpError(404, "Not found among the caller's (another user's answers the same)"),

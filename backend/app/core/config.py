@@ -62,6 +62,20 @@ class Settings(BaseSettings):
     database_timeout_seconds: float = Field(default=10.0, gt=0)
     # How often, at most, the model folders are checked for a new version (a retrained or re-linked model).
     model_check_seconds: float = Field(default=2.0, ge=0)
+    # What one upload may cost to read: columns, cells (a 1,000,000 x 20 table passes), and the text an .xlsx's
+    # shared strings may expand to (each cell that points at a string gets its own copy in memory).
+    max_columns: int = Field(default=10_000, gt=0)
+    max_cells: int = Field(default=25_000_000, gt=0)
+    max_text_mb: int = Field(default=512, gt=0)
+    # Uploads are parsed in child processes: how many at once, the address space each may use, how long one
+    # may take, and how many uploads may wait for a free one (past that: 429 with Retry-After).
+    parse_workers: int = Field(default=2, gt=0)
+    parse_memory_mb: int = Field(default=4096, ge=1024)
+    parse_timeout_seconds: float = Field(default=300, gt=0)
+    parse_queue_limit: int = Field(default=16, ge=0)
+    # What one account may keep: datasets, and megabytes of uploaded files and their parsed tables.
+    max_datasets_per_user: int = Field(default=200, gt=0)
+    max_storage_mb_per_user: int = Field(default=2000, gt=0)
 
     # Job workers (python -m app.worker).
     # How many the launcher (python -m app.serve, make run) starts beside the API; 0 for an API-only host.
@@ -116,6 +130,11 @@ class Settings(BaseSettings):
     def max_upload_bytes(self) -> int:
         """``MAX_UPLOAD_MB`` in bytes."""
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def max_storage_bytes_per_user(self) -> int:
+        """``MAX_STORAGE_MB_PER_USER`` in bytes."""
+        return self.max_storage_mb_per_user * 1024 * 1024
 
 
 @lru_cache

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +28,17 @@ class Dataset:
     file_id: str
     table_file_id: str
     latest_session_id: str | None
+    # What the reader skipped or decoded otherwise (title lines, lines not in UTF-8), in a user's words.
+    notes: list[str] = field(default_factory=list)
+    table_size: int = 0
+
+
+@dataclass(frozen=True)
+class StorageUsage:
+    """How much one owner keeps: datasets, and bytes of their files and parsed tables."""
+
+    datasets: int
+    bytes: int
 
 
 def _dataset(document: dict[str, Any]) -> Dataset:
@@ -46,6 +57,8 @@ def _dataset(document: dict[str, Any]) -> Dataset:
         file_id=str(document["file_id"]),
         table_file_id=str(document["table_file_id"]),
         latest_session_id=str(latest) if latest else None,
+        notes=list(document.get("notes", [])),
+        table_size=document.get("table_size", 0),
     )
 
 
@@ -61,6 +74,8 @@ async def insert(
     row_count: int,
     file_id: str,
     table_file_id: str,
+    table_size: int = 0,
+    notes: list[str] | None = None,
 ) -> Dataset:
     """Record an upload whose file and parsed table are already in GridFS."""
     document = {
@@ -76,9 +91,28 @@ async def insert(
         "file_id": ObjectId(file_id),
         "table_file_id": ObjectId(table_file_id),
         "latest_session_id": None,
+        "table_size": table_size,
+        "notes": notes or [],
     }
     await database[DATASETS].insert_one(document)
     return _dataset(document)
+
+
+async def usage(database: Database, owner_id: str) -> StorageUsage:
+    """The owner's dataset count and stored bytes (uploaded files and parsed tables), by the owner index."""
+    pipeline: list[dict[str, Any]] = [
+        {"$match": {"owner_id": ObjectId(owner_id)}},
+        {
+            "$group": {
+                "_id": None,
+                "datasets": {"$sum": 1},
+                "bytes": {"$sum": {"$add": ["$size", {"$ifNull": ["$table_size", 0]}]}},
+            }
+        },
+    ]
+    cursor = await database[DATASETS].aggregate(pipeline)
+    totals = await cursor.to_list(1)
+    return StorageUsage(totals[0]["datasets"], totals[0]["bytes"]) if totals else StorageUsage(0, 0)
 
 
 async def find(database: Database, dataset_id: str, owner_id: str | None = None) -> Dataset | None:

@@ -16,8 +16,13 @@ from app.db.collections import Database, ensure_indexes
 MongoClient = AsyncMongoClient[dict[str, Any]]
 
 
+# How each kind of process names itself to the database (its logs and currentOp show it).
+API_APP_NAME = "anomaly-api"
+WORKER_APP_NAME = "anomaly-worker"
+
+
 @asynccontextmanager
-async def connected(settings: Settings) -> AsyncIterator[tuple[MongoClient, Database]]:
+async def connected(settings: Settings, app_name: str) -> AsyncIterator[tuple[MongoClient, Database]]:
     """Connect to ``MONGODB_URL`` and ensure the indexes; ``ConfigurationError`` says what to fix if it cannot."""
     if not settings.mongodb_url:
         raise ConfigurationError(
@@ -28,7 +33,11 @@ async def connected(settings: Settings) -> AsyncIterator[tuple[MongoClient, Data
     # default 30 s.
     timeout_ms = int(settings.database_timeout_seconds * 1000)
     client: MongoClient = AsyncMongoClient(
-        settings.mongodb_url, tz_aware=True, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
+        settings.mongodb_url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        appname=app_name,
     )
     try:
         database = client[settings.mongodb_db]

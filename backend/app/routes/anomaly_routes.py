@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Body, File, Query, Response, UploadFile, status
+from fastapi import APIRouter, Body, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from app.api import errors
-from app.api.deps import CurrentUser, DatabaseDep, ModelsDep, OwnedDataset, SettingsDep
+from app.api.deps import CurrentUser, DatabaseDep, ModelsDep, OwnedDataset, ParsersDep, SettingsDep
+from app.api.upload_body import OPENAPI_REQUEST_BODY, ReceivedUpload
 from app.core.errors import (
     AmbiguousModelError,
     AnalysisNotReadyError,
@@ -22,6 +23,7 @@ from app.core.errors import (
     ExportTooLargeError,
     ModelUnavailableError,
     NotFoundError,
+    QuotaExceededError,
     TooManyRequestsError,
     UnknownModelError,
     UploadNotStoredError,
@@ -50,17 +52,22 @@ router = APIRouter(prefix="/api/anomaly", tags=["anomaly"], responses=errors.res
 @router.post(
     "/datasets/upload",
     status_code=status.HTTP_201_CREATED,
-    responses=errors.responses(TableReadError, UploadTooLargeError, UnsupportedFileTypeError, UploadNotStoredError),
+    responses=errors.responses(
+        TableReadError,
+        UploadTooLargeError,
+        UnsupportedFileTypeError,
+        QuotaExceededError,
+        TooManyRequestsError,
+        UploadNotStoredError,
+    ),
+    openapi_extra=OPENAPI_REQUEST_BODY,
 )
 async def upload_dataset(
-    file: Annotated[UploadFile, File(description="A .csv, .xlsx or .xls table with a header row.")],
-    user: CurrentUser,
-    database: DatabaseDep,
-    settings: SettingsDep,
+    received: ReceivedUpload, user: CurrentUser, database: DatabaseDep, settings: SettingsDep, parsers: ParsersDep
 ) -> DatasetOut:
-    """Store an uploaded table (in GridFS, before answering) and describe it."""
-    view = await datasets.upload(database, settings, user, file.filename, file.content_type, file.size, file.file)
-    return _dataset_out(view)
+    """Store an uploaded table (multipart field ``file``; in GridFS, before answering) and describe it, with
+    ``notes`` on what was skipped to read it. The body is read only once the token is checked."""
+    return _dataset_out(await datasets.upload(database, settings, parsers, user, received))
 
 
 @router.get("/datasets")

@@ -23,6 +23,11 @@ class DatasetOut(BaseModel):
     columns: list[str]
     uploaded_at: datetime
     status: DatasetStatus = Field(description="The status of the dataset's latest analysis.")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What the reader did to read the file: title lines skipped, lines decoded as Windows-1252.",
+        examples=[["skipped 3 title lines above the header", "12 lines decoded as Windows-1252 (Latin-1): not UTF-8"]],
+    )
 
 
 class AnalyzeRequest(BaseModel):

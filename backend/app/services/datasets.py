@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import re
 import tempfile
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from app.core.config import Settings
-from app.core.errors import NotFoundError, UploadNotStoredError, UploadTooLargeError
+from app.core.errors import NotFoundError, QuotaExceededError, UploadNotStoredError, UploadTooLargeError
 from app.core.states import DatasetStatus
 from app.crud import analyses, datasets, files, labels, trainings
 from app.crud.analyses import Analysis
@@ -22,10 +22,10 @@ from app.crud.datasets import Dataset
 from app.crud.users import User
 from app.db.collections import UPLOADS_BUCKET, Database
 from app.services import analysis_results
-from app.services.table_snapshot import TableSnapshot, TableSnapshotWriter
-from app.utils.table_reader import file_extension, iter_table
+from app.services.table_snapshot import TableSnapshot
+from app.services.upload_parsing import ParsedUpload, UploadParserPool
+from app.utils.table_reader import file_extension
 
-HASH_BLOCK_BYTES = 2**20
 # Longest stored filename, extension included (what most filesystems allow).
 MAX_FILENAME_CHARS = 255
 MAX_EXTENSION_CHARS = 16
@@ -42,12 +42,13 @@ class DatasetView:
 
 
 @dataclass(frozen=True)
-class _ParsedUpload:
-    sha256: str
+class ReceivedFile:
+    """An upload's file part as the API received it: streamed to ``path`` on disk, never held in memory."""
+
+    filename: str | None
+    content_type: str | None
+    path: Path
     size: int
-    columns: list[str]
-    row_count: int
-    table: BinaryIO
 
 
 def too_large_error(settings: Settings) -> UploadTooLargeError:
@@ -58,43 +59,84 @@ def too_large_error(settings: Settings) -> UploadTooLargeError:
     )
 
 
-async def upload(
-    database: Database,
-    settings: Settings,
-    owner: User,
-    filename: str | None,
-    content_type: str | None,
-    size: int | None,
-    content: BinaryIO,
-) -> DatasetView:
-    """Check, parse and store an upload; return its dataset once the file is safely in GridFS.
+async def check_quota(database: Database, settings: Settings, owner: User, incoming_bytes: int) -> None:
+    """Raise ``QuotaExceededError`` if ``owner`` keeps ``MAX_DATASETS_PER_USER`` datasets already, or if
+    ``incoming_bytes`` more would take them past ``MAX_STORAGE_MB_PER_USER``."""
+    used = await datasets.usage(database, owner.id)
+    delete_some = (
+        "delete datasets you no longer need (DELETE /api/anomaly/datasets/{id}; GET /api/anomaly/datasets "
+        "lists them) and upload again"
+    )
+    if used.datasets >= settings.max_datasets_per_user:
+        raise QuotaExceededError(
+            f"You keep {used.datasets:,} datasets, the most one account may keep (MAX_DATASETS_PER_USER="
+            f"{settings.max_datasets_per_user:,}): {delete_some}."
+        )
+    if used.bytes + incoming_bytes > settings.max_storage_bytes_per_user:
+        raise QuotaExceededError(
+            f"Your datasets take {used.bytes / 2**20:,.1f} MB and this upload needs {incoming_bytes / 2**20:,.1f} MB "
+            f"more, past the {settings.max_storage_mb_per_user:,} MB one account may keep "
+            f"(MAX_STORAGE_MB_PER_USER): {delete_some}."
+        )
 
-    Raises ``UnsupportedFileTypeError`` (by extension), ``UploadTooLargeError`` and ``TableReadError``
-    (unreadable or empty table). Parsing runs in a thread, and the parsed table is stored beside the file
-    so that analyses never parse it again.
+
+async def upload(
+    database: Database, settings: Settings, parsers: UploadParserPool, owner: User, received: ReceivedFile
+) -> DatasetView:
+    """Check, parse and store an upload; return its dataset once its file, parsed table and document are stored.
+
+    Raises ``UnsupportedFileTypeError`` (by extension), ``UploadTooLargeError``, ``QuotaExceededError`` (checked
+    again now that the parsed table's size is known too), ``TableReadError`` (unreadable or empty table, or
+    past a reading budget) and ``UploadNotStoredError``. Parsing runs in a child process
+    (``UploadParserPool``); the API process streams the file and the parsed table from disk to GridFS.
     """
-    name = safe_filename(filename)
+    name = safe_filename(received.filename)
     file_extension(name)
-    if size is not None and size > settings.max_upload_bytes:
+    if received.size > settings.max_upload_bytes:
         raise too_large_error(settings)
-    # The upload stays in its spooled temporary file (on disk past 1 MB): it is hashed, parsed and copied to
-    # GridFS from there, never held whole in memory, so a file of hundreds of MB costs only its parsed table.
-    parsed = await asyncio.to_thread(_parse_upload, content, name)
-    if parsed.size > settings.max_upload_bytes:
-        raise too_large_error(settings)
-    # The dataset document is written last, so a dataset never exists without both its files; when a write
-    # fails, the files written so far are removed (as far as the database still answers) and nothing is listed.
+    with tempfile.TemporaryDirectory(prefix="upload-table-") as folder:
+        parsed = await parsers.parse(received.path, name, Path(folder) / "table.npz")
+        table_size = parsed.table_path.stat().st_size
+        await check_quota(database, settings, owner, parsed.size + table_size)
+        with open(received.path, "rb") as content, open(parsed.table_path, "rb") as table:
+            dataset = await _store(
+                database,
+                owner,
+                name=name,
+                content_type=received.content_type,
+                parsed=parsed,
+                content=content,
+                table=table,
+                table_size=table_size,
+            )
+    return DatasetView(dataset, DatasetStatus.UPLOADED)
+
+
+async def _store(
+    database: Database,
+    owner: User,
+    *,
+    name: str,
+    content_type: str | None,
+    parsed: ParsedUpload,
+    content: BinaryIO,
+    table: BinaryIO,
+    table_size: int,
+) -> Dataset:
+    """Write the file, then its parsed table, then its document: a dataset never exists without both files.
+
+    When a write fails, the files written so far are removed (as far as the database still answers).
+    """
     stored: list[str] = []
     upload_metadata = {"owner_id": owner.id, "kind": "upload", "content_type": content_type}
     try:
-        content.seek(0)
         stored.append(await files.store(database, UPLOADS_BUCKET, name, content, upload_metadata))
         stored.append(
             await files.store(
-                database, UPLOADS_BUCKET, f"{name}.table.npz", parsed.table, {"owner_id": owner.id, "kind": "table"}
+                database, UPLOADS_BUCKET, f"{name}.table.npz", table, {"owner_id": owner.id, "kind": "table"}
             )
         )
-        dataset = await datasets.insert(
+        return await datasets.insert(
             database,
             owner_id=owner.id,
             filename=name,
@@ -105,6 +147,8 @@ async def upload(
             row_count=parsed.row_count,
             file_id=stored[0],
             table_file_id=stored[1],
+            table_size=table_size,
+            notes=parsed.notes,
         )
     except BaseException as error:
         with contextlib.suppress(PyMongoError):
@@ -115,9 +159,6 @@ async def upload(
                 "later, and tell the service's operator if this persists."
             ) from error
         raise
-    finally:
-        parsed.table.close()  # the snapshot's temporary file
-    return DatasetView(dataset, DatasetStatus.UPLOADED)
 
 
 def _storage_failure(error: PyMongoError) -> str:
@@ -142,20 +183,6 @@ def safe_filename(filename: str | None) -> str:
         stem, extension = printable, ""
     suffix = f".{extension}" if extension else ""
     return (stem.strip() or "upload")[: MAX_FILENAME_CHARS - len(suffix)] + suffix
-
-
-def _parse_upload(content: BinaryIO, filename: str) -> _ParsedUpload:
-    content.seek(0)
-    digest = hashlib.sha256()
-    while block := content.read(HASH_BLOCK_BYTES):
-        digest.update(block)
-    sha256, size = digest.hexdigest(), content.tell()
-    snapshot = TableSnapshotWriter()
-    for chunk in iter_table(content, filename):
-        snapshot.add(chunk)
-    return _ParsedUpload(
-        sha256=sha256, size=size, columns=snapshot.columns, row_count=snapshot.row_count, table=snapshot.finish()
-    )
 
 
 async def list_owned(database: Database, owner: User, limit: int, offset: int) -> list[DatasetView]:

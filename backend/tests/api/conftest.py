@@ -113,18 +113,14 @@ def empty_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def no_model_api(
-    server_factory: ServerFactory, server_env: dict[str, str], empty_model_path: Path
-) -> ApiServer:
+def no_model_api(server_factory: ServerFactory, server_env: dict[str, str], empty_model_path: Path) -> ApiServer:
     """A server whose model path holds no model, with fallback training off (the default)."""
     env = {**server_env, "AUTOENCODER_MODEL_PATH": str(empty_model_path)}
     return server_factory("no-model-api", env).wait_until_up()
 
 
 @pytest.fixture(scope="session")
-def fallback_api(
-    server_factory: ServerFactory, server_env: dict[str, str], empty_model_path: Path
-) -> ApiServer:
+def fallback_api(server_factory: ServerFactory, server_env: dict[str, str], empty_model_path: Path) -> ApiServer:
     """A server without a model that trains on each upload (few epochs, short lease for takeover tests)."""
     env = {
         **server_env,
@@ -136,9 +132,21 @@ def fallback_api(
     return server_factory("fallback-api", env).wait_until_up()
 
 
+@pytest.fixture(scope="session")
+def large_upload_api(server_factory: ServerFactory, server_env: dict[str, str], empty_model_path: Path) -> ApiServer:
+    """A server that takes uploads of the default 100 MB (no model: uploads need none), with 2 GB parsers and
+    150 MB of storage per user (storing ten 100 MB uploads into the embedded database takes minutes)."""
+    env = {
+        **server_env,
+        "AUTOENCODER_MODEL_PATH": str(empty_model_path),
+        "MAX_UPLOAD_MB": "100",
+        "PARSE_MEMORY_MB": "2048",
+        "MAX_STORAGE_MB_PER_USER": "150",
+    }
+    return server_factory("large-upload-api", env).wait_until_up()
+
+
 @pytest.fixture
 def account(api: ApiServer) -> Account:
     """A fresh user of the main server."""
     return register(api)
-
-

@@ -24,6 +24,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from app.db.connection import API_APP_NAME
 from app.utils.sample_data import make_normal_transactions
 from tests.api.support import (
     JWT_SECRET,
@@ -147,7 +148,7 @@ def _fail_inserts(database: RestartableDatabase, skip: int, code: int = OUT_OF_D
             {
                 "configureFailPoint": "failCommand",
                 "mode": {"skip": skip, "times": 1},
-                "data": {"failCommands": ["insert"], "errorCode": code},
+                "data": {"failCommands": ["insert"], "errorCode": code, "appName": API_APP_NAME},
             }
         )
 
@@ -193,7 +194,7 @@ def test_an_unexpected_error_answers_500_with_a_request_id_and_no_trace(
             {
                 "configureFailPoint": "failCommand",
                 "mode": {"times": 1},
-                "data": {"failCommands": ["find"], "errorCode": 2},
+                "data": {"failCommands": ["find"], "errorCode": 2, "appName": API_APP_NAME},
             }
         )
     try:

@@ -1,6 +1,10 @@
-"""The stored form of an upload: written a chunk at a time, read back a range of rows at a time, unchanged."""
+"""The stored form of an upload: written a chunk at a time, read back a range of rows at a time, unchanged;
+mostly-distinct text kept as free text, whatever its cardinality."""
 
 from __future__ import annotations
+
+import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -68,3 +72,64 @@ def test_booleans_and_numbers_in_one_column_keep_their_types():
     rows = TableSnapshot(encode_table(pd.DataFrame({"mixed": column}))).rows()
 
     assert [(type(value), value) for value in rows["mixed"]] == [(type(value), value) for value in column]
+
+
+def _values(rows: int) -> list[object]:
+    return [None if i % 7 == 0 else 3.5 if i % 11 == 0 else f"note {i} ünïcode" for i in range(rows)]
+
+
+def test_a_column_past_the_cardinality_cap_is_stored_as_free_text_with_the_same_values():
+    table = pd.DataFrame({"note": pd.Series(_values(1_000), dtype=object), "region": ["north", "south"] * 500})
+    writer = TableSnapshotWriter(max_coded_values=100)
+    for start in range(0, len(table), 300):
+        writer.add(table.iloc[start : start + 300])
+
+    archive = writer.finish().read()
+    snapshot = TableSnapshot(archive)
+
+    assert snapshot.rows()["note"].tolist() == table["note"].tolist()
+    assert snapshot.rows(401, 403)["note"].tolist() == table["note"].iloc[401:403].tolist()
+    assert snapshot.rows()["region"].tolist() == table["region"].tolist()
+    assert _encodings(archive) == {"note": "text", "region": "codes"}
+
+
+def test_the_table_wide_cap_turns_the_column_that_passes_it_into_free_text():
+    table = pd.DataFrame({"a": [f"a{i % 60}" for i in range(200)], "b": [f"b{i % 60}" for i in range(200)]})
+    writer = TableSnapshotWriter(max_coded_values=1_000, max_coded_values_total=100)
+    writer.add(table)
+
+    archive = writer.finish().read()
+
+    assert _encodings(archive) == {"a": "codes", "b": "text"}
+    snapshot = TableSnapshot(archive)
+    pd.testing.assert_frame_equal(snapshot.rows(), table, check_dtype=False)
+
+
+def test_a_free_text_column_costs_its_bytes_not_a_list_of_its_values():
+    table = pd.DataFrame({"key": [f"{i:08x}" for i in range(100_000)]})
+    writer = TableSnapshotWriter()
+    writer.add(table)
+
+    archive = writer.finish().read()
+
+    assert len(archive) < 100_000 * (8 + 8 + 1) + 10_000  # the text, a length and a kind a row
+    assert TableSnapshot(archive).rows(99_998)["key"].tolist() == ["0001869e", "0001869f"]
+
+
+def test_a_snapshot_written_in_the_first_format_still_reads():
+    writer = TableSnapshotWriter()
+    writer.add(pd.DataFrame({"amount": [1.5, 2.5], "region": ["north", None]}))
+    archive = dict(np.load(writer.finish(), allow_pickle=False))
+    manifest = json.loads(archive["manifest"].tobytes())
+    archive["manifest"] = np.frombuffer(json.dumps({**manifest, "format": 1}).encode(), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **archive)
+
+    rows = TableSnapshot(buffer.getvalue()).rows()
+
+    assert rows["amount"].tolist() == [1.5, 2.5] and rows["region"].tolist()[0] == "north"
+
+
+def _encodings(archive: bytes) -> dict[str, str]:
+    manifest = json.loads(np.load(io.BytesIO(archive), allow_pickle=False)["manifest"].tobytes())
+    return {column["name"]: column["encoding"] for column in manifest["columns"]}
