@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     # Models (names) and versions per model one user may keep; past either, training answers 409.
     max_models_per_user: int = Field(default=20, ge=1)
     max_versions_per_model: int = Field(default=10, ge=1)
+    # Rows of one dataset an analyst may label (PUT .../rows/{row}/label); past it, 409.
+    max_labels_per_dataset: int = Field(default=10_000, ge=1)
 
     @property
     def model_path(self) -> Path:

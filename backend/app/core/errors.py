@@ -89,6 +89,10 @@ class ModelReadOnlyError(ServiceError):
     """The deployment's own models (MODELS_DIR) cannot be changed through the API."""
 
 
+class LabelRequestError(ServiceError):
+    """A label for a row the dataset does not have."""
+
+
 class ExportTooLargeError(ServiceError):
     """The results do not fit the requested file format (an Excel sheet's row limit)."""
 

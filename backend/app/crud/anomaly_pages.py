@@ -83,6 +83,24 @@ async def read_range(
     return items[start : start + limit]
 
 
+async def read_ranks(
+    database: Database, analysis_id: str, attempt: int | None, ranks: list[int]
+) -> list[dict[str, Any]]:
+    """The items at these ranks (sorted), as ``attempt`` stored them; one read per page they fall in."""
+    pages = database[ANOMALY_PAGES]
+    scope = {"session_id": ObjectId(analysis_id), "attempt": attempt}
+    found: list[dict[str, Any]] = []
+    page: dict[str, Any] | None = None
+    for rank in ranks:
+        if page is None or not page["first"] <= rank < page["first"] + len(page["items"]):
+            page = await pages.find_one({**scope, "first": {"$lte": rank}}, sort=[("first", -1)])
+            if page is None:
+                continue
+        if rank - page["first"] < len(page["items"]):
+            found.append(page["items"][rank - page["first"]])
+    return found
+
+
 async def delete_for_analyses(database: Database, analysis_ids: Iterable[str]) -> None:
     """Remove every page of these analyses, whichever attempt wrote it."""
     ids = [ObjectId(analysis_id) for analysis_id in analysis_ids]

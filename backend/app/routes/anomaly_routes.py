@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Body, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from app.api import errors
@@ -21,6 +21,7 @@ from app.core.errors import (
     AnalysisNotReadyError,
     AuthenticationError,
     ExportTooLargeError,
+    LabelRequestError,
     ModelUnavailableError,
     NotFoundError,
     QuotaExceededError,
@@ -29,17 +30,22 @@ from app.core.errors import (
     UploadNotStoredError,
     UploadTooLargeError,
 )
+from app.crud.labels import Label
 from app.schemas.anomaly import (
     AnalyzeRequest,
     AnalyzeResponse,
     AnomalyPageOut,
     DatasetOut,
+    FeedbackOut,
+    LabelOut,
+    LabelRequest,
     ScoreHistogramOut,
     StatusOut,
 )
-from app.services import analysis, datasets
+from app.services import analysis, datasets, feedback
 from app.services.analysis import ExportFormat, HistogramScale
 from app.services.datasets import DatasetView
+from app.services.feedback import LabelFilter
 from app.utils.anomaly_detector import ColumnMismatchError
 from app.utils.table_reader import TableReadError, UnsupportedFileTypeError
 
@@ -144,11 +150,34 @@ async def list_anomalies(
     database: DatabaseDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    label: Annotated[LabelFilter | None, Query(description="Only anomalies whose rows are labelled so.")] = None,
 ) -> AnomalyPageOut:
-    """The anomalous rows, highest score first, with their values and the columns that explain them."""
-    return AnomalyPageOut.model_validate(
-        await analysis.anomalies(database, dataset, limit, offset), from_attributes=True
-    )
+    """The anomalous rows, highest score first, with their values, the columns that explain them and their labels."""
+    page = await analysis.anomalies(database, dataset, limit=limit, offset=offset, label_filter=label)
+    return AnomalyPageOut.model_validate(page, from_attributes=True)
+
+
+@router.put(
+    "/datasets/{dataset_id}/rows/{row}/label",
+    responses=errors.responses(NotFoundError, LabelRequestError, QuotaExceededError),
+)
+async def label_row(
+    dataset: OwnedDataset,
+    row: Annotated[int, Path(ge=0, le=MAX_OFFSET, description="The row's number, as the anomalies listing gives it.")],
+    body: LabelRequest,
+    database: DatabaseDep,
+    settings: SettingsDep,
+) -> LabelOut:
+    """Say what a row is: a real anomaly, or expected (normal); null clears it. Labels survive re-analysis."""
+    label = Label(body.label) if body.label else None
+    view = await feedback.set_label(database, settings, dataset, row=row, label=label, note=body.note)
+    return LabelOut.model_validate(view, from_attributes=True)
+
+
+@router.get("/datasets/{dataset_id}/feedback", responses=errors.responses(NotFoundError, AnalysisNotReadyError))
+async def dataset_feedback(dataset: OwnedDataset, database: DatabaseDep) -> FeedbackOut:
+    """The labels' counts, the precision of the flagged rows among them and the threshold percentile they suggest."""
+    return FeedbackOut.model_validate(await feedback.summary(database, dataset), from_attributes=True)
 
 
 @router.get("/datasets/{dataset_id}/scores/histogram", responses=errors.responses(NotFoundError, AnalysisNotReadyError))

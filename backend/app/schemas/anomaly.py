@@ -112,6 +112,10 @@ class AnomalyOut(BaseModel):
         description="The row as uploaded: numbers, text, dates as ISO 8601 text, missing cells as null."
     )
     top_features: list[TopFeature] = Field(description="The columns that contributed most, largest share first.")
+    label: Literal["anomaly", "normal"] | None = Field(
+        default=None, description="What an analyst said of the row: a real anomaly, or expected (normal)."
+    )
+    note: str | None = Field(default=None, description="The analyst's note on the row.")
 
 
 class AnomalyPageOut(BaseModel):
@@ -152,3 +156,48 @@ class ModelOut(BaseModel):
     dropped_columns: dict[str, str]
     active_version: int | None = Field(description="For the caller's own models: the version analyses use.")
     versions: list[int] = Field(description="For the caller's own models: every version number.")
+
+
+class LabelRequest(BaseModel):
+    """What an analyst says of a row: a real ``anomaly``, ``normal`` (expected), or ``null`` to clear the label."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: Literal["anomaly", "normal"] | None
+    note: str | None = Field(default=None, max_length=1000)
+
+
+class LabelOut(BaseModel):
+    """A row's label."""
+
+    row: int
+    label: Literal["anomaly", "normal"] | None
+    note: str | None
+    updated_at: datetime | None
+
+
+class SuggestionOut(BaseModel):
+    """The threshold percentile the labels suggest, and what an analysis at it would flag."""
+
+    threshold_percentile: float
+    threshold: float
+    labelled_anomalies_flagged: int
+    labelled_normals_flagged: int
+    rows_flagged: int
+    misclassified_now: int = Field(description="Labelled rows the current threshold gets wrong.")
+    misclassified_then: int = Field(description="Labelled rows the suggested threshold gets wrong.")
+
+
+class FeedbackOut(BaseModel):
+    """What analysts' labels say of the latest analysis."""
+
+    session_id: str
+    threshold: float
+    threshold_percentile: float
+    labelled_anomalies: int
+    labelled_normals: int
+    flagged_anomalies: int = Field(description="Rows labelled anomaly that the analysis flagged.")
+    flagged_normals: int = Field(description="Rows labelled normal that the analysis flagged.")
+    precision: float | None = Field(description="Of the flagged rows that are labelled, the share labelled anomaly.")
+    suggestion: SuggestionOut | None
+    advice: str

@@ -21,14 +21,15 @@ from typing import Any, Literal
 import numpy as np
 
 from app.core.config import Settings
-from app.core.errors import AnalysisNotReadyError, ExportTooLargeError, TooManyRequestsError
+from app.core.errors import ExportTooLargeError, TooManyRequestsError
 from app.core.states import AnalysisStatus, DatasetStatus, ModelKind
-from app.crud import analyses, anomaly_pages, datasets, job_signals
+from app.crud import analyses, anomaly_pages, datasets, job_signals, labels
 from app.crud.analyses import Analysis
 from app.crud.datasets import Dataset
 from app.db.collections import Database
-from app.services import analysis_results, models, results_export
+from app.services import analysis_results, feedback, models, results_export
 from app.services import datasets as dataset_service
+from app.services.feedback import LabelFilter
 from app.services.model_registry import ModelRegistry
 
 # Equal requests racing each other settle within a couple of rounds; more means something is wrong.
@@ -226,23 +227,33 @@ async def status(database: Database, dataset: Dataset) -> AnalysisStatusView:
     )
 
 
-async def anomalies(database: Database, dataset: Dataset, limit: int, offset: int) -> AnomalyPage:
-    """A page of the anomalies found by the dataset's latest analysis."""
-    analysis = await _analysed(database, dataset)
-    items = await anomaly_pages.read_range(database, analysis.id, analysis.results_attempt, offset, limit)
+async def anomalies(
+    database: Database, dataset: Dataset, *, limit: int, offset: int, label_filter: LabelFilter | None = None
+) -> AnomalyPage:
+    """A page of the anomalies found by the dataset's latest analysis, each with its row's label; only those whose
+    rows are ``unlabelled``, or labelled ``anomaly`` or ``normal``, when ``label_filter`` says so."""
+    analysis = await dataset_service.analysed(database, dataset)
+    if label_filter is None:
+        total = analysis.anomaly_count or 0
+        items = await anomaly_pages.read_range(database, analysis.id, analysis.results_attempt, offset, limit)
+    else:
+        total, items = await feedback.labelled_page(
+            database, analysis, label_filter=label_filter, offset=offset, limit=limit
+        )
+    row_labels = await labels.for_rows(database, dataset.id, [item["row"] for item in items])
     return AnomalyPage(
         session_id=analysis.id,
-        total=analysis.anomaly_count or 0,
+        total=total,
         threshold=analysis.threshold or 0.0,
         offset=offset,
         limit=limit,
-        items=items,
+        items=feedback.with_labels(items, row_labels),
     )
 
 
 async def export_results(database: Database, dataset: Dataset, export_format: ExportFormat) -> ExportedResults:
     """The uploaded rows with their scores and labels, as CSV or an Excel workbook."""
-    analysis = await _analysed(database, dataset)
+    analysis = await dataset_service.analysed(database, dataset)
     if export_format == "xlsx" and dataset.row_count > EXCEL_MAX_ROWS:
         raise ExportTooLargeError(
             f"{dataset.row_count:,} rows do not fit an Excel sheet ({EXCEL_MAX_ROWS:,} at most): use format=csv."
@@ -263,7 +274,7 @@ async def export_results(database: Database, dataset: Dataset, export_format: Ex
 
 async def score_histogram(database: Database, dataset: Dataset, bins: int, scale: HistogramScale) -> ScoreHistogram:
     """The histogram of every row's score in the dataset's latest analysis, with the threshold inside its range."""
-    analysis = await _analysed(database, dataset)
+    analysis = await dataset_service.analysed(database, dataset)
     assert analysis.threshold is not None
     scores = await analysis_results.read_scores(database, analysis)
     counts, edges, used_scale = await asyncio.to_thread(histogram, scores, analysis.threshold, bins, scale)
@@ -300,14 +311,3 @@ def histogram(
     edges = np.linspace(low, high, bins + 1)
     counts, _ = np.histogram(scores, bins=edges)
     return counts, edges, "linear"
-
-
-async def _analysed(database: Database, dataset: Dataset) -> Analysis:
-    analysis = await dataset_service.latest_analysis(database, dataset)
-    if analysis is None or analysis.status != AnalysisStatus.ANALYZED:
-        state = DatasetStatus.of(analysis.status if analysis else None).value
-        raise AnalysisNotReadyError(
-            f"The dataset is not analysed yet (status: {state}): start an analysis with "
-            f"POST /api/anomaly/datasets/{dataset.id}/analyze and wait until its status is 'analyzed'."
-        )
-    return analysis

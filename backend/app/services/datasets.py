@@ -14,8 +14,14 @@ from typing import BinaryIO
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from app.core.config import Settings
-from app.core.errors import NotFoundError, QuotaExceededError, UploadNotStoredError, UploadTooLargeError
-from app.core.states import DatasetStatus
+from app.core.errors import (
+    AnalysisNotReadyError,
+    NotFoundError,
+    QuotaExceededError,
+    UploadNotStoredError,
+    UploadTooLargeError,
+)
+from app.core.states import AnalysisStatus, DatasetStatus
 from app.crud import analyses, datasets, files, labels, trainings
 from app.crud.analyses import Analysis
 from app.crud.datasets import Dataset
@@ -212,6 +218,18 @@ async def owned(database: Database, owner: User, dataset_id: str) -> Dataset:
 async def latest_analysis(database: Database, dataset: Dataset) -> Analysis | None:
     """The dataset's latest analysis, or None before its first analysis."""
     return await analyses.find(database, dataset.latest_session_id) if dataset.latest_session_id else None
+
+
+async def analysed(database: Database, dataset: Dataset) -> Analysis:
+    """The dataset's latest analysis once it is analysed; ``AnalysisNotReadyError`` saying what to do before."""
+    analysis = await latest_analysis(database, dataset)
+    if analysis is None or analysis.status != AnalysisStatus.ANALYZED:
+        state = DatasetStatus.of(analysis.status if analysis else None).value
+        raise AnalysisNotReadyError(
+            f"The dataset is not analysed yet (status: {state}): start an analysis with "
+            f"POST /api/anomaly/datasets/{dataset.id}/analyze and wait until its status is 'analyzed'."
+        )
+    return analysis
 
 
 async def view(database: Database, dataset: Dataset) -> DatasetView:
