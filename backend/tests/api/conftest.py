@@ -24,6 +24,14 @@ from tests.api.support import (
 )
 
 ServerFactory = Callable[[str, dict[str, str]], ApiServer]
+API_TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here runs against real processes: marked ``e2e``, so ``-m "not e2e"`` leaves them out."""
+    for item in items:
+        if API_TESTS in Path(item.path).parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
