@@ -1,7 +1,8 @@
 """The FastAPI application: ``uvicorn app.main:app`` (``python -m app.serve`` also starts the database).
 
 The lifespan creates what each process shares: one MongoDB client (PyMongo's async client is bound to one
-event loop) with the indexes ensured, the models loaded once, and the background analysis runner.
+event loop) with the indexes ensured, the models loaded once, the background analysis runner and the pool
+result downloads run in.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from app.api.client_address import ClientAddressMiddleware
 from app.api.deps import AppResources
 from app.api.errors import VALIDATION_RESPONSE, install_error_handlers
 from app.api.observability import RequestObservabilityMiddleware
@@ -27,6 +29,7 @@ from app.db.collections import ensure_indexes
 from app.routes import api_router, web_routes
 from app.services.analysis_runner import AnalysisRunner, create_background_executor
 from app.services.datasets import too_large_error
+from app.services.export_pool import ExportPool
 from app.services.models import ModelRegistry
 
 logger = logging.getLogger(__name__)
@@ -63,13 +66,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor = create_background_executor()
         models = await asyncio.get_running_loop().run_in_executor(executor, ModelRegistry.load, settings)
         runner = AnalysisRunner(database, models, settings, executor)
-        app.state.resources = AppResources(settings, jwt_secret, client, database, models, runner)
+        exports = ExportPool(settings.max_concurrent_exports)
+        app.state.resources = AppResources(settings, jwt_secret, client, database, models, runner, exports)
         runner.start()
         try:
             yield
         finally:
             await runner.stop()
             executor.shutdown(wait=False, cancel_futures=True)
+            exports.shutdown()
     finally:
         await client.close()
 
@@ -84,8 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_file_bytes=settings.max_upload_bytes,
         too_large=lambda: too_large_error(settings),
     )
-    # Added last, so it is the outermost: it sees every answer, the upload limit's 413s included.
+    # Outside the upload limit, so it sees every answer, the upload limit's 413s included.
     app.add_middleware(RequestObservabilityMiddleware)
+    # Added last, so it is the outermost: the request log and every route see the client address it decides.
+    app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
     install_error_handlers(app)
     app.include_router(api_router, responses=VALIDATION_RESPONSE)
     app.mount(web_routes.ASSETS_PATH, web_routes.assets(), name="web")

@@ -1,11 +1,12 @@
 """The routes' dependencies, declared once as ``Annotated`` aliases.
 
-``AppResources`` is what the lifespan creates once per process (database client, models, runner) and every
-request shares.
+``AppResources`` is what the lifespan creates once per process (database client, models, runner, the export
+pool) and every request shares.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from app.crud.users import User
 from app.db.collections import Database
 from app.services import auth
 from app.services.analysis_runner import AnalysisRunner
+from app.services.export_pool import ExportPool, ExportSlot
 from app.services.models import ModelRegistry
 
 TOKEN_URL = "/api/auth/token"
@@ -37,6 +39,7 @@ class AppResources:
     database: Database
     models: ModelRegistry
     runner: AnalysisRunner
+    exports: ExportPool
 
 
 async def get_resources(request: Request) -> AppResources:
@@ -69,10 +72,16 @@ async def get_runner(resources: ResourcesDep) -> AnalysisRunner:
     return resources.runner
 
 
+async def get_client_address(request: Request) -> str | None:
+    """The client's address, as ``app.api.client_address`` decided it (``None`` if the server has none)."""
+    return request.client.host if request.client else None
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 RunnerDep = Annotated[AnalysisRunner, Depends(get_runner)]
+ClientAddress = Annotated[str | None, Depends(get_client_address)]
 
 # auto_error=False: a missing token gets the service's own 401 message, which says how to get one.
 _bearer_token = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
@@ -106,3 +115,16 @@ async def get_owned_dataset(
 
 
 OwnedDataset = Annotated[Dataset, Depends(get_owned_dataset)]
+
+
+async def reserve_export(resources: ResourcesDep) -> AsyncIterator[ExportSlot]:
+    """A slot in the process's export pool (429 when all are taken), held until the response has been sent or
+    the client went away: released after the response however it ended, even if its stream never started."""
+    slot = resources.exports.reserve()
+    try:
+        yield slot
+    finally:
+        slot.release()
+
+
+ExportSlotDep = Annotated[ExportSlot, Depends(reserve_export)]

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, File, Query, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
 
 from app.api import errors
-from app.api.deps import CurrentUser, DatabaseDep, ModelsDep, OwnedDataset, RunnerDep, SettingsDep
+from app.api.deps import CurrentUser, DatabaseDep, ExportSlotDep, ModelsDep, OwnedDataset, RunnerDep, SettingsDep
 from app.core.errors import (
     AmbiguousModelError,
     AnalysisNotReadyError,
@@ -20,6 +20,7 @@ from app.core.errors import (
     ExportTooLargeError,
     ModelUnavailableError,
     NotFoundError,
+    TooManyExportsError,
     UnknownModelError,
     UploadNotStoredError,
     UploadTooLargeError,
@@ -156,19 +157,21 @@ async def score_histogram(
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {},
             },
         },
-        **errors.responses(NotFoundError, AnalysisNotReadyError, ExportTooLargeError),
+        **errors.responses(NotFoundError, AnalysisNotReadyError, ExportTooLargeError, TooManyExportsError),
     },
 )
 async def download_results(
     dataset: OwnedDataset,
     database: DatabaseDep,
+    slot: ExportSlotDep,
     export_format: Annotated[ExportFormat, Query(alias="format")] = "csv",
 ) -> Response:
     """Every uploaded row in its order with ``anomaly_score``, ``is_anomaly`` and ``top_feature`` added, streamed.
 
-    Text cells a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``...) are prefixed with ``'``.
+    Text cells a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``...) are prefixed with ``'``, control
+    characters removed. A server prepares MAX_CONCURRENT_EXPORTS downloads at once; past that, 429 with Retry-After.
     """
-    results = await analysis.export_results(database, dataset, export_format)
+    results = await analysis.export_results(database, dataset, export_format, slot)
     return StreamingResponse(
         results.blocks,
         media_type=results.media_type,

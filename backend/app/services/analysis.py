@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Literal
@@ -22,6 +22,7 @@ from app.db.collections import RESULTS_BUCKET, Database
 from app.services import datasets as dataset_service
 from app.services import results_export
 from app.services.analysis_runner import SCORES_DTYPE, TOP_COLUMNS_DTYPE, AnalysisRunner
+from app.services.export_pool import ExportSlot
 from app.services.models import FALLBACK_VERSION, ModelRegistry
 
 # The fallback path trains a detector with its default percentile unless the request sets one.
@@ -78,7 +79,7 @@ class ScoreHistogram:
 class ExportedResults:
     """The results file, to stream: every uploaded row with ``anomaly_score``, ``is_anomaly``, ``top_feature``."""
 
-    blocks: Iterator[bytes]
+    blocks: AsyncIterator[bytes]
     filename: str
     media_type: str
 
@@ -152,8 +153,11 @@ async def anomalies(database: Database, dataset: Dataset, limit: int, offset: in
     return AnomalyPage(session, offset, limit, items)
 
 
-async def export_results(database: Database, dataset: Dataset, export_format: ExportFormat) -> ExportedResults:
-    """The uploaded rows with their scores and labels, as CSV or an Excel workbook."""
+async def export_results(
+    database: Database, dataset: Dataset, export_format: ExportFormat, slot: ExportSlot
+) -> ExportedResults:
+    """The uploaded rows with their scores and labels, as CSV or an Excel workbook, made in ``slot``'s thread
+    as the client reads them (stopped at the next chunk if the download is cancelled)."""
     session = await _analysed_session(database, dataset)
     if export_format == "xlsx" and dataset.row_count > EXCEL_MAX_ROWS:
         raise ExportTooLargeError(
@@ -167,10 +171,8 @@ async def export_results(database: Database, dataset: Dataset, export_format: Ex
         top_columns = np.frombuffer(stored, dtype=TOP_COLUMNS_DTYPE)
     scores = await _stored_scores(database, session)
     results = results_export.RowResults(scores, session.threshold, top_columns, session.feature_names)
-    if export_format == "csv":
-        blocks = results_export.csv_blocks(table, results)
-    else:
-        blocks = results_export.file_blocks(await asyncio.to_thread(results_export.write_xlsx, table, results))
+    write = results_export.csv_blocks if export_format == "csv" else results_export.xlsx_blocks
+    blocks = slot.stream(write(table, results, slot.cancelled))
     # An ASCII name keeps the Content-Disposition header valid whatever the upload was called.
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", PurePath(dataset.filename).stem).strip("._") or "dataset"
     return ExportedResults(blocks, f"{stem}_results.{export_format}", _MEDIA_TYPES[export_format])

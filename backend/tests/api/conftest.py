@@ -14,6 +14,7 @@ import pytest
 from app.db.embedded import EmbeddedDatabase
 from app.utils.sample_data import make_normal_transactions
 from tests.api.support import (
+    EXPORT_MAX_UPLOAD_MB,
     JWT_SECRET,
     MAX_LOGIN_FAILURES_PER_ADDRESS,
     MAX_LOGIN_FAILURES_PER_USERNAME,
@@ -62,6 +63,10 @@ def server_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> d
         # that fail logins on purpose pose as their own client address (X-Forwarded-For), not 127.0.0.1.
         "LOGIN_MAX_FAILURES_PER_USERNAME": str(MAX_LOGIN_FAILURES_PER_USERNAME),
         "LOGIN_MAX_FAILURES_PER_ADDRESS": str(MAX_LOGIN_FAILURES_PER_ADDRESS),
+        # The tests are the servers' reverse proxy: X-Forwarded-For from loopback names the client they pose as.
+        "FORWARDED_ALLOW_IPS": "127.0.0.1",
+        # Every test registers its own users from 127.0.0.1; the registration limit has a server of its own.
+        "REGISTRATIONS_PER_ADDRESS": "1000000",
     }
 
 
@@ -134,6 +139,31 @@ def fallback_api(
         "ANALYSIS_LEASE_SECONDS": "3",
     }
     return server_factory("fallback-api", env).wait_until_up()
+
+
+@pytest.fixture(scope="session")
+def untrusting_api(
+    server_factory: ServerFactory, server_env: dict[str, str], empty_model_path: Path
+) -> ApiServer:
+    """A server as deployed by default: no proxy trusted (X-Forwarded-For is ignored), registrations limited to
+    REGISTRATIONS_PER_ADDRESS's default per address. It has no model: what it is for needs none."""
+    env = {**server_env, "AUTOENCODER_MODEL_PATH": str(empty_model_path)}
+    for variable in ("FORWARDED_ALLOW_IPS", "REGISTRATIONS_PER_ADDRESS"):
+        del env[variable]
+    return server_factory("untrusting-api", env).wait_until_up()
+
+
+@pytest.fixture(scope="session")
+def export_api(server_factory: ServerFactory, server_env: dict[str, str], model_dir: Path) -> ApiServer:
+    """A server with the session's model that prepares one download at a time and takes uploads big enough
+    for an export to last seconds."""
+    env = {
+        **server_env,
+        "AUTOENCODER_MODEL_PATH": str(model_dir),
+        "MAX_CONCURRENT_EXPORTS": "1",
+        "MAX_UPLOAD_MB": str(EXPORT_MAX_UPLOAD_MB),
+    }
+    return server_factory("export-api", env).wait_until_up()
 
 
 @pytest.fixture
