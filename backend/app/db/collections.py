@@ -25,6 +25,8 @@ ANOMALY_PAGE_SIZE = 500
 ANOMALY_PAGE_BYTES = 4 * 2**20  # well under MongoDB's 16 MB document limit
 # Failed logins per username or address and time window (documents expire with their window).
 LOGIN_FAILURES = "login_failures"
+# Registrations per client address and time window (documents expire with their window).
+REGISTRATIONS = "registrations"
 
 # GridFS buckets: uploaded files and their parsed tables; score arrays of analysed sessions.
 UPLOADS_BUCKET = "uploads"
@@ -50,6 +52,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("session_id", ASCENDING), ("first", ASCENDING)], name="session_first_rank"),
     ],
     LOGIN_FAILURES: [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expire_with_window")],
+    REGISTRATIONS: [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expire_with_window")],
 }
 
 
