@@ -146,8 +146,9 @@ def untrusting_api(
     server_factory: ServerFactory, server_env: dict[str, str], empty_model_path: Path
 ) -> ApiServer:
     """A server as deployed by default: no proxy trusted (X-Forwarded-For is ignored), registrations limited to
-    REGISTRATIONS_PER_ADDRESS's default per address. It has no model: what it is for needs none."""
-    env = {**server_env, "AUTOENCODER_MODEL_PATH": str(empty_model_path)}
+    REGISTRATIONS_PER_ADDRESS's default per address. Its database is its own (the other servers register from
+    127.0.0.1 in theirs, counted by the same address); it has no model: what it is for needs none."""
+    env = {**server_env, "MONGODB_DB": "untrusting_api_tests", "AUTOENCODER_MODEL_PATH": str(empty_model_path)}
     for variable in ("FORWARDED_ALLOW_IPS", "REGISTRATIONS_PER_ADDRESS"):
         del env[variable]
     return server_factory("untrusting-api", env).wait_until_up()
