@@ -77,7 +77,7 @@ def csv_blocks(
 ) -> Generator[bytes, None, None]:
     """The results as UTF-8 CSV with CRLF line ends (RFC 4180), one block per ``chunk_rows`` rows (the first
     with the header)."""
-    for index, chunk in enumerate(_result_chunks(table, results, cancelled, chunk_rows)):
+    for index, chunk in enumerate(result_chunks(table, results, cancelled, chunk_rows)):
         # With CRLF ends, a cell holding a carriage return is quoted: a "\n" end would leave it bare, and a
         # reader that takes CR for a line break would see the rest of the cell as a new row.
         yield chunk.to_csv(index=False, header=index == 0, lineterminator="\r\n").encode("utf-8")
@@ -115,7 +115,7 @@ def _write_xlsx(
         sheet = workbook.add_worksheet(SHEET_NAME)
         formats = {kind: workbook.add_format({"num_format": shown}) for kind, shown in _SERIAL_FORMATS.items()}
         row_number = 0
-        for chunk in _result_chunks(table, results, cancelled, chunk_rows):
+        for chunk in result_chunks(table, results, cancelled, chunk_rows):
             if row_number == 0:
                 sheet.write_row(0, 0, list(chunk.columns))
                 row_number = 1
@@ -131,8 +131,8 @@ def _write_xlsx(
         workbook.close()
 
 
-def _result_chunks(
-    table: TableSnapshot, results: RowResults, cancelled: threading.Event, chunk_rows: int
+def result_chunks(
+    table: TableSnapshot, results: RowResults, cancelled: threading.Event, chunk_rows: int = EXPORT_CHUNK_ROWS
 ) -> Iterator[pd.DataFrame]:
     """The table with the result columns appended, ``chunk_rows`` rows at a time, text made spreadsheet-safe.
 
