@@ -35,22 +35,22 @@ def _window(key: str, window_seconds: int) -> tuple[str, datetime]:
 
 async def reserve(database: Database, collection: str, key: str, window_seconds: int) -> Reservation:
     """Count one attempt for ``key`` in the current window and return the new count."""
-    # The window's document is made first (a no-op once it exists), then incremented by one atomic update
-    # that answers the new count. One upserting find_one_and_update would do both, but when several upserts
-    # race to create the document some servers (SecantusDB among them) answer no document for the losers.
-    for _ in range(2):
+    # An atomic increment of the window's document answers the new count; the first attempt of a window makes
+    # the document (a no-op if a parallel attempt just did) and increments again. One upserting
+    # find_one_and_update would do both, but when several upserts race to create a document some servers
+    # (SecantusDB among them) answer no document to the losers.
+    for _ in range(3):
         window_id, ends_at = _window(key, window_seconds)
-        with contextlib.suppress(DuplicateKeyError):  # another attempt made it at the same moment
-            await database[collection].update_one(
-                {"_id": window_id}, {"$setOnInsert": {"count": 0, "expires_at": ends_at}}, upsert=True
-            )
         document = await database[collection].find_one_and_update(
             {"_id": window_id}, {"$inc": {"count": 1}}, return_document=ReturnDocument.AFTER
         )
         if document is not None:
             return Reservation(collection, window_id, document["count"], document["expires_at"])
-        # The window ended and expired between the two steps: count the attempt in the next one.
-    raise RuntimeError(f"Could not count an attempt in {collection}")
+        with contextlib.suppress(DuplicateKeyError):
+            await database[collection].update_one(
+                {"_id": window_id}, {"$setOnInsert": {"count": 0, "expires_at": ends_at}}, upsert=True
+            )
+    raise RuntimeError(f"Could not count an attempt for {key} in {collection}")
 
 
 async def give_back(database: Database, reservation: Reservation) -> None:
