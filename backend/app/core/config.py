@@ -115,7 +115,7 @@ class Settings(BaseSettings):
 
     @field_validator("forwarded_allow_ips")
     @classmethod
-    def _proxy_networks_parse(cls, value: str) -> str:
+    def _forwarded_allow_ips_are_networks(cls, value: str) -> str:
         parse_networks(value)
         return value
 
