@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench.py [--rows 50000] [--runs 3]
 
 Runs, in this order and on one model: the detector alone (``detector_speed``), the API end to end
-(``api_speed``), the seed's paths (``seed_paths``) and the large file (``big_file``); then prints one Markdown
+(``api_speed``), the seed's paths (``seed_paths``), the large file (``big_file``) and the results file writers
+(``export_speed``, at least 5 runs); then prints one Markdown
 table with the speedups over the seed's paths, and writes it to ``benchmarks/results/bench.md`` and a bar chart
 of upload-to-analyzed times to ``benchmarks/results/bench.png``.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import api_speed
 import big_file
 import detector_speed
+import export_speed
 import seed_paths
 from harness import Figure, figures_table, train_model, write_report
 
@@ -67,6 +69,7 @@ def main() -> None:
     api = api_speed.measure(arguments.rows, arguments.runs, model_dir)
     seed = seed_paths.measure(arguments.rows, arguments.runs, model_dir)
     big = big_file.measure(arguments.big_rows, arguments.runs, model_dir, arguments.big_xlsx_rows)
+    exports = export_speed.measure(arguments.rows, max(5, arguments.runs))
     ours_csv, ours_xlsx = api[0], api[1]
     naive_csv, naive_xlsx, training = seed
     speedups = [
@@ -74,7 +77,7 @@ def main() -> None:
         ratio("speedup over the naive seed path, XLSX", naive_xlsx, ours_xlsx),
         ratio("speedup over training per upload, CSV", training, ours_csv),
     ]
-    figures = api + seed + speedups + detector + big
+    figures = api + seed + speedups + detector + big + exports
     report = figures_table(f"## `make bench` ({arguments.rows:,} rows x 20 columns unless named)", figures)
     write_report(report, RESULTS_DIR / "bench.md")
     chart([ours_csv, ours_xlsx, naive_csv, naive_xlsx, training], RESULTS_DIR / "bench.png")

@@ -201,7 +201,8 @@ class Figure:
 
     def cells(self) -> str:
         """``| name | median | min | max | runs | target |`` for a Markdown table."""
-        fmt = "{:,.0f}" if self.unit == "rows/s" else "{:,.1f}" if self.unit in ("ms", "MB", "×") else "{:.3f}"
+        whole, tenths = ("rows/s", "count"), ("ms", "MB", "×")
+        fmt = "{:,.0f}" if self.unit in whole else "{:,.1f}" if self.unit in tenths else "{:.3f}"
         low, high = (self.summary.low, self.summary.high)
         return (
             f"| {self.name} ({self.unit}) | **{fmt.format(self.summary.median)}** | {fmt.format(low)} "

@@ -41,6 +41,8 @@ from app.utils.sample_data import inject_anomalies, make_normal_transactions
 
 POLL_SECONDS = 0.2
 TIMEOUT_SECONDS = 600
+# How often a request answered 429 is asked again (after its Retry-After) before it counts as failed.
+RETRIES_AFTER_429 = 5
 
 
 @dataclass
@@ -93,8 +95,14 @@ def user_table(rows: int, seed: int) -> pd.DataFrame:
 
 
 def request(tally: Tally, client: httpx.Client, method: str, url: str, **options: object) -> httpx.Response | None:
+    """One request as a well-behaved client makes it: a 429 (e.g. all export slots taken) is asked again
+    after its Retry-After, a few times."""
     try:
-        answer = client.request(method, url, **options)  # type: ignore[arg-type]
+        for _ in range(RETRIES_AFTER_429):
+            answer = client.request(method, url, **options)  # type: ignore[arg-type]
+            if answer.status_code != 429:
+                break
+            time.sleep(float(answer.headers.get("retry-after", "1")))
     except httpx.HTTPError as error:
         tally.error(f"{method} {url}: {type(error).__name__}: {error}")
         return None

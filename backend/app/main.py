@@ -2,8 +2,8 @@
 
 The lifespan creates what each process shares: one MongoDB client (PyMongo's async client is bound to one
 event loop) with the indexes ensured, the model registry (the models' cards: an API process never loads
-TensorFlow; job workers, ``python -m app.worker``, run the analyses), and the pool of child processes that parse
-uploads.
+TensorFlow; job workers, ``python -m app.worker``, run the analyses), the pool of child processes that parse
+uploads and the pool result downloads run in.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.api.client_address import ClientAddressMiddleware
 from app.api.deps import AppResources
 from app.api.errors import VALIDATION_RESPONSE, install_error_handlers
 from app.api.observability import RequestObservabilityMiddleware
@@ -23,6 +24,7 @@ from app.core.security import resolve_jwt_secret
 from app.db.connection import API_APP_NAME, connected
 from app.routes import api_router, web_routes
 from app.services.datasets import too_large_error
+from app.services.export_pool import ExportPool
 from app.services.model_registry import ModelRegistry
 from app.services.upload_parsing import UploadParserPool
 
@@ -37,7 +39,8 @@ upload with `POST /api/anomaly/datasets/upload`, start with `POST .../analyze` a
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Connect (indexes ensured), read the models' cards and start the upload parsers; undo it on shutdown."""
+    """Connect (indexes ensured), read the models' cards, start the upload parsers and the export pool; undo it
+    on shutdown."""
     settings: Settings = app.state.settings
     jwt_secret = resolve_jwt_secret(settings)
     async with connected(settings, API_APP_NAME) as (client, database):
@@ -45,11 +48,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await models.refresh()
         parsers = UploadParserPool(settings)
         await parsers.start()
-        app.state.resources = AppResources(settings, jwt_secret, client, database, models, parsers)
+        exports = ExportPool(settings.max_concurrent_exports)
+        app.state.resources = AppResources(settings, jwt_secret, client, database, models, parsers, exports)
         try:
             yield
         finally:
             await parsers.stop()
+            exports.shutdown()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,8 +67,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_file_bytes=settings.max_upload_bytes,
         too_large=lambda: too_large_error(settings),
     )
-    # Added last, so it is the outermost: it sees every answer, the upload limit's 413s included.
+    # Outside the upload limit, so it sees every answer, the upload limit's 413s included.
     app.add_middleware(RequestObservabilityMiddleware)
+    # Added last, so it is the outermost: the request log and every route see the client address it decides.
+    app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
     install_error_handlers(app)
     app.include_router(api_router, responses=VALIDATION_RESPONSE)
     app.mount(web_routes.ASSETS_PATH, web_routes.assets(), name="web")

@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                     log_config=logging_config,
                     # The service writes its own structured line per request (app.api.observability).
                     access_log=False,
+                    # The service decides who the client is itself, from FORWARDED_ALLOW_IPS
+                    # (app.api.client_address); uvicorn would trust X-Forwarded-For from loopback.
+                    proxy_headers=False,
                     timeout_graceful_shutdown=30,
                 )
     except (ConfigurationError, EmbeddedDatabaseError) as error:

@@ -1,11 +1,12 @@
 """The routes' dependencies, declared once as ``Annotated`` aliases.
 
 ``AppResources`` is what the lifespan creates once per process (database client, model registry, upload
-parsers) and every request shares.
+parsers, the export pool) and every request shares.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from app.db.collections import Database
 from app.services import auth
 from app.services import datasets as dataset_service
 from app.services import trainings as training_service
+from app.services.export_pool import ExportPool, ExportSlot
 from app.services.model_registry import ModelRegistry
 from app.services.upload_parsing import UploadParserPool
 
@@ -38,6 +40,7 @@ class AppResources:
     database: Database
     models: ModelRegistry
     parsers: UploadParserPool
+    exports: ExportPool
 
 
 async def get_resources(request: Request) -> AppResources:
@@ -70,10 +73,16 @@ async def get_parsers(resources: ResourcesDep) -> UploadParserPool:
     return resources.parsers
 
 
+async def get_client_address(request: Request) -> str | None:
+    """The client's address, as ``app.api.client_address`` decided it (``None`` if the server has none)."""
+    return request.client.host if request.client else None
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 ParsersDep = Annotated[UploadParserPool, Depends(get_parsers)]
+ClientAddress = Annotated[str | None, Depends(get_client_address)]
 
 # auto_error=False: a missing token gets the service's own 401 message, which says how to get one.
 _bearer_token = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
@@ -113,3 +122,16 @@ async def get_owned_training(
 
 
 OwnedTraining = Annotated[Training, Depends(get_owned_training)]
+
+
+async def reserve_export(resources: ResourcesDep) -> AsyncIterator[ExportSlot]:
+    """A slot in the process's export pool (429 when all are taken), held until the response has been sent or
+    the client went away: released after the response however it ended, even if its stream never started."""
+    slot = resources.exports.reserve()
+    try:
+        yield slot
+    finally:
+        slot.release()
+
+
+ExportSlotDep = Annotated[ExportSlot, Depends(reserve_export)]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BACKEND_DIR = Path(__file__).resolve().parents[2]
@@ -14,6 +15,22 @@ REPO_ROOT = BACKEND_DIR.parent
 DEFAULT_MODEL_PATH = "Model/AutoEncoder"
 # Where prometheus-client's processes count together (set by the launcher before any of them imports it).
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> list[IPNetwork]:
+    """Comma-separated IP addresses and CIDR networks (``10.0.0.5, 192.168.0.0/16, ::1``) as networks;
+    ``ValueError`` naming an entry that is neither."""
+    networks = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError as error:
+            raise ValueError(
+                f"{entry!r} is not an IP address or network: list the reverse proxies' addresses (10.0.0.5) or "
+                "networks (10.0.0.0/8), comma-separated"
+            ) from error
+    return networks
 
 
 def resolve_backend_path(path: str | Path) -> Path:
@@ -58,6 +75,14 @@ class Settings(BaseSettings):
     login_max_failures_per_username: int = Field(default=10, gt=0)
     login_max_failures_per_address: int = Field(default=50, gt=0)
     login_failure_window_seconds: int = Field(default=900, gt=0)
+    # Registrations allowed per client address within one window (each costs a deliberately slow hash).
+    registrations_per_address: int = Field(default=20, gt=0)
+    registration_window_seconds: int = Field(default=3600, gt=0)
+    # Addresses or networks of the reverse proxies whose X-Forwarded-For names the client (comma-separated);
+    # empty, the default: the socket's peer is the client, whatever the header says.
+    forwarded_allow_ips: str = ""
+    # Result downloads prepared at once by one process; more answer 429 with Retry-After.
+    max_concurrent_exports: int = Field(default=2, gt=0)
     # How long a database operation may wait for an unreachable server before the request answers 503.
     database_timeout_seconds: float = Field(default=10.0, gt=0)
     # How often, at most, the model folders are checked for a new version (a retrained or re-linked model).
@@ -127,6 +152,17 @@ class Settings(BaseSettings):
     def local_jwt_secret_path(self) -> Path:
         """Where the launcher keeps the JWT secret it generated for local use."""
         return self.data_path / "jwt_secret"
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _forwarded_allow_ips_are_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def trusted_proxies(self) -> list[IPNetwork]:
+        """``FORWARDED_ALLOW_IPS`` as networks (a single address is a network of one)."""
+        return parse_networks(self.forwarded_allow_ips)
 
     @property
     def max_upload_bytes(self) -> int:

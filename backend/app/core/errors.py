@@ -32,6 +32,14 @@ class TooManyLoginFailuresError(TooManyRequestsError, AuthenticationError):
     """Too many failed logins for a username from one address, or from one address: wait ``retry_after`` seconds."""
 
 
+class TooManyRegistrationsError(TooManyRequestsError):
+    """Too many registrations from one address in a window: wait ``retry_after`` seconds."""
+
+
+class TooManyExportsError(TooManyRequestsError):
+    """As many result downloads as the process runs at once are being prepared: wait ``retry_after`` seconds."""
+
+
 class QuotaExceededError(ServiceError):
     """A per-user storage limit (datasets, bytes, models, versions) is reached: the message says what to delete."""
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -18,25 +20,42 @@ logger = logging.getLogger(__name__)
 JWT_ALGORITHM = "HS256"
 # Below this many characters an HMAC-SHA256 key is guessable; generated secrets are 43 characters.
 MIN_SECRET_LENGTH = 32
-_PLACEHOLDER_WORDS = ("change", "secret", "placeholder", "example", "your", "xxx")
+# A random key of 32+ characters has far more distinct characters (token_urlsafe(32): about 31 of 43).
+MIN_SECRET_DISTINCT_CHARACTERS = 10
+# Template values seen in examples and tutorials, compared whole and case-insensitively (never as substrings,
+# which random keys contain by chance), also when repeated to reach the minimum length.
+KNOWN_PLACEHOLDER_SECRETS = frozenset(
+    {
+        "changeme", "change-me", "change_me", "changethis", "change-this", "changeit", "secret", "secretkey",
+        "secret-key", "secret_key", "jwt-secret", "jwt_secret", "jwtsecret", "your-secret-key", "your_secret_key",
+        "yoursecretkey", "your-secret-key-here", "your-jwt-secret", "your-256-bit-secret", "supersecret",
+        "super-secret", "super-secret-key", "mysecret", "mysecretkey", "placeholder", "example", "password",
+        "replace-me", "replaceme", "change-this-to-a-long-random-secret", "your-secret-key-change-in-production",
+        "please-change-this-secret-key",
+    }
+)  # fmt: skip
+# Argon2 (pwdlib's recommended parameters) takes 64 MiB per hash or check: this many at once bounds what a
+# flood of logins or registrations can take (4 x 64 MiB), in threads of their own, so nothing else waits.
+MAX_CONCURRENT_PASSWORD_HASHES = 4
 _TOKEN_HELP = "Get a token from POST /api/auth/token and send it as 'Authorization: Bearer <token>'."
 
 _password_hash = PasswordHash.recommended()
+_password_hashing = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_PASSWORD_HASHES, thread_name_prefix="password")
 # Verified against when the username is unknown, so a login takes as long whether or not the user exists.
 _DUMMY_HASH = _password_hash.hash(secrets.token_urlsafe(16))
 
 
-def hash_password(password: str) -> str:
-    """Return the Argon2 hash of ``password``."""
-    return _password_hash.hash(password)
+async def hash_password(password: str) -> str:
+    """Return the Argon2 hash of ``password`` (in the password-hashing threads)."""
+    return await asyncio.get_running_loop().run_in_executor(_password_hashing, _password_hash.hash, password)
 
 
-def verify_password(password: str, password_hash: str | None) -> bool:
-    """Whether ``password`` matches ``password_hash`` (``None``: no such user, still spends the same time)."""
-    if password_hash is None:
-        _password_hash.verify(password, _DUMMY_HASH)
-        return False
-    return _password_hash.verify(password, password_hash)
+async def verify_password(password: str, password_hash: str | None) -> bool:
+    """Whether ``password`` matches ``password_hash`` (``None``: no such user, still spends the same time), in
+    the password-hashing threads."""
+    loop = asyncio.get_running_loop()
+    valid = await loop.run_in_executor(_password_hashing, _password_hash.verify, password, password_hash or _DUMMY_HASH)
+    return valid and password_hash is not None
 
 
 def create_access_token(subject: str, secret: str, expires_minutes: int) -> str:
@@ -63,9 +82,21 @@ def decode_access_token(token: str, secret: str) -> str:
 
 
 def is_placeholder_secret(secret: str) -> bool:
-    """Whether ``secret`` is too short or reads like a template value rather than a random key."""
+    """Whether ``secret`` cannot be a random key: shorter than ``MIN_SECRET_LENGTH``, a known template value
+    (whole, in any case, or repeated), one short run repeated (``xxxx...``, ``abcabc...``), or fewer than
+    ``MIN_SECRET_DISTINCT_CHARACTERS`` distinct characters."""
     lowered = secret.lower()
-    return len(secret) < MIN_SECRET_LENGTH or any(word in lowered for word in _PLACEHOLDER_WORDS)
+    return (
+        len(secret) < MIN_SECRET_LENGTH
+        or lowered in KNOWN_PLACEHOLDER_SECRETS
+        or _is_repeated_run(lowered)
+        or len(set(secret)) < MIN_SECRET_DISTINCT_CHARACTERS
+    )
+
+
+def _is_repeated_run(text: str) -> bool:
+    """Whether ``text`` is a shorter run of characters repeated (the last repetition may be cut short)."""
+    return any(text[period:] == text[:-period] for period in range(1, len(text) // 2 + 1))
 
 
 def resolve_jwt_secret(settings: Settings) -> str:

@@ -30,6 +30,8 @@ ANOMALY_PAGE_SIZE = 500
 ANOMALY_PAGE_BYTES = 4 * 2**20  # well under MongoDB's 16 MB document limit
 # Failed logins per username or address and time window (documents expire with their window).
 LOGIN_FAILURES = "login_failures"
+# Registrations per client address and time window (documents expire with their window).
+REGISTRATIONS = "registrations"
 
 # Trainings of users' models (jobs, like analyses); users' models (owner + name, the active version) and
 # their versions (lineage, file ids: the files are in the MODELS_BUCKET).
@@ -111,6 +113,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         ),
     ],
     LOGIN_FAILURES: [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expire_with_window")],
+    REGISTRATIONS: [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expire_with_window")],
 }
 
 # Indexes earlier versions created that now stand in the way (pages were unique per analysis and page number

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Body, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from app.api import errors
-from app.api.deps import CurrentUser, DatabaseDep, ModelsDep, OwnedDataset, ParsersDep, SettingsDep
+from app.api.deps import CurrentUser, DatabaseDep, ExportSlotDep, ModelsDep, OwnedDataset, ParsersDep, SettingsDep
 from app.api.upload_body import OPENAPI_REQUEST_BODY, ReceivedUpload
 from app.core.errors import (
     AmbiguousModelError,
@@ -25,6 +25,7 @@ from app.core.errors import (
     ModelUnavailableError,
     NotFoundError,
     QuotaExceededError,
+    TooManyExportsError,
     TooManyRequestsError,
     UnknownModelError,
     UploadNotStoredError,
@@ -203,19 +204,21 @@ async def score_histogram(
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {},
             },
         },
-        **errors.responses(NotFoundError, AnalysisNotReadyError, ExportTooLargeError),
+        **errors.responses(NotFoundError, AnalysisNotReadyError, ExportTooLargeError, TooManyExportsError),
     },
 )
 async def download_results(
     dataset: OwnedDataset,
     database: DatabaseDep,
+    slot: ExportSlotDep,
     export_format: Annotated[ExportFormat, Query(alias="format")] = "csv",
 ) -> Response:
     """Every uploaded row in its order with ``anomaly_score``, ``is_anomaly`` and ``top_feature`` added, streamed.
 
-    Text cells a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``...) are prefixed with ``'``.
+    Text cells a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``...) are prefixed with ``'``, control
+    characters removed. A server prepares MAX_CONCURRENT_EXPORTS downloads at once; past that, 429 with Retry-After.
     """
-    results = await analysis.export_results(database, dataset, export_format)
+    results = await analysis.export_results(database, dataset, export_format, slot)
     return StreamingResponse(
         results.blocks,
         media_type=results.media_type,

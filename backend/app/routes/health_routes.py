@@ -1,18 +1,18 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes (no token: they say nothing an outsider should not know)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
-from pymongo.errors import PyMongoError
 
-from app.api.deps import ResourcesDep
+from app.api.deps import DatabaseDep, ModelsDep
 from app.schemas.health import HealthOut, ReadinessOut
+from app.services import health
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-async def health() -> HealthOut:
+async def health_check() -> HealthOut:
     """Liveness: the process answers."""
     return HealthOut()
 
@@ -21,23 +21,8 @@ async def health() -> HealthOut:
     "/ready",
     responses={503: {"model": ReadinessOut, "description": "Database unreachable or no model loaded"}},
 )
-async def ready(resources: ResourcesDep, response: Response) -> ReadinessOut:
-    """Readiness: the database answers and a model is loaded (503 with the reasons otherwise)."""
-    checks: dict[str, str] = {}
-    problems: list[str] = []
-    try:
-        await resources.database.command("ping")
-        checks["database"] = "ok"
-    except PyMongoError as error:
-        checks["database"] = f"unreachable: {error}"
-        problems.append(f"The database is unreachable ({error}): check MONGODB_URL and that MongoDB is running.")
-    default = resources.models.default
-    if default is not None:
-        checks["model"] = f"ok: {default.name} (version {default.version})"
-    else:
-        checks["model"] = f"missing: {resources.models.default_problem}"
-        problems.append(resources.models.unavailable_message())
-    if problems:
-        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return ReadinessOut(status="not ready", detail=" ".join(problems), checks=checks)
-    return ReadinessOut(status="ready", detail="", checks=checks)
+async def ready(database: DatabaseDep, models: ModelsDep, response: Response) -> ReadinessOut:
+    """Readiness: the database answers and a model is loaded (503 saying which is not, and what to do)."""
+    readiness = await health.readiness(database, models)
+    response.status_code = status.HTTP_200_OK if readiness.ready else status.HTTP_503_SERVICE_UNAVAILABLE
+    return ReadinessOut.model_validate(readiness, from_attributes=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePath
@@ -29,6 +29,7 @@ from app.crud.datasets import Dataset
 from app.db.collections import Database
 from app.services import analysis_results, feedback, models, results_export
 from app.services import datasets as dataset_service
+from app.services.export_pool import ExportSlot
 from app.services.feedback import LabelFilter
 from app.services.model_registry import ModelRegistry
 
@@ -108,7 +109,7 @@ class ScoreHistogram:
 class ExportedResults:
     """The results file, to stream: every uploaded row with ``anomaly_score``, ``is_anomaly``, ``top_feature``."""
 
-    blocks: Iterator[bytes]
+    blocks: AsyncIterator[bytes]
     filename: str
     media_type: str
 
@@ -251,8 +252,11 @@ async def anomalies(
     )
 
 
-async def export_results(database: Database, dataset: Dataset, export_format: ExportFormat) -> ExportedResults:
-    """The uploaded rows with their scores and labels, as CSV or an Excel workbook."""
+async def export_results(
+    database: Database, dataset: Dataset, export_format: ExportFormat, slot: ExportSlot
+) -> ExportedResults:
+    """The uploaded rows with their scores and labels, as CSV or an Excel workbook, made in ``slot``'s thread
+    as the client reads them (stopped at the next chunk if the download is cancelled)."""
     analysis = await dataset_service.analysed(database, dataset)
     if export_format == "xlsx" and dataset.row_count > EXCEL_MAX_ROWS:
         raise ExportTooLargeError(
@@ -262,11 +266,10 @@ async def export_results(database: Database, dataset: Dataset, export_format: Ex
     table = await dataset_service.load_snapshot(database, dataset)
     top_columns = await analysis_results.read_top_columns(database, analysis)
     scores = await analysis_results.read_scores(database, analysis)
-    results = results_export.RowResults(scores, analysis.threshold, top_columns, analysis.feature_names)
-    if export_format == "csv":
-        blocks = results_export.csv_blocks(table, results)
-    else:
-        blocks = results_export.file_blocks(await asyncio.to_thread(results_export.write_xlsx, table, results))
+    row_labels = {label.row: label.label.value for label in await labels.for_dataset(database, dataset.id)}
+    results = results_export.RowResults(scores, analysis.threshold, top_columns, analysis.feature_names, row_labels)
+    write = results_export.csv_blocks if export_format == "csv" else results_export.xlsx_blocks
+    blocks = slot.stream(write(table, results, slot.cancelled))
     # An ASCII name keeps the Content-Disposition header valid whatever the upload was called.
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", PurePath(dataset.filename).stem).strip("._") or "dataset"
     return ExportedResults(blocks, f"{stem}_results.{export_format}", _MEDIA_TYPES[export_format])

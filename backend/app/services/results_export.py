@@ -1,35 +1,56 @@
-"""The results file: every uploaded row in its order, with ``anomaly_score``, ``is_anomaly`` and ``top_feature``.
+"""The results file: every uploaded row in its order, with ``anomaly_score``, ``is_anomaly``, ``top_feature`` and
+the analyst's ``label`` (``anomaly``, ``normal`` or empty).
 
-Both formats are made a chunk of rows at a time, so a large file is never held whole in memory: CSV chunks
-are sent as soon as they are rendered; an Excel workbook is written in openpyxl's write-only mode to an
-anonymous temporary file, which is then sent in blocks.
+Both formats are made a chunk of rows at a time from the stored table, so a large file is never held whole in
+memory: CSV chunks are sent as soon as they are rendered; an Excel workbook is written row by row with
+xlsxwriter in its constant-memory mode to an anonymous temporary file, which is then sent in blocks. Each
+chunk first looks at a cancel flag, so a download whose client went away stops within one chunk.
 
-Text cells that begin with ``=``, ``+``, ``-`` or ``@`` (or a tab or carriage return) get a leading ``'``, so
-a spreadsheet shows them instead of running them as formulas (OWASP's advice on CSV injection). Numbers, and
-text that is only a number such as ``-5``, are left as they are.
+Text goes through ``spreadsheet_text`` in both formats, cells and column names alike: control characters are
+removed first, then text a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@`` first, or a tab or
+carriage return) gets a leading ``'`` (OWASP's advice on CSV injection). In that order, a control character
+in front of ``=`` cannot hide a formula. Numbers, and text that is only a number such as ``-5``, are left as
+they are; the workbook writes text as text whatever it starts with.
 """
 
 from __future__ import annotations
 
-import math
+import logging
+import re
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from typing import IO, Any
+import threading
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from openpyxl import Workbook
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+import xlsxwriter
 
 from app.services.table_snapshot import TableSnapshot
 
-RESULT_COLUMNS = ("anomaly_score", "is_anomaly", "top_feature")
-# Rows rendered at a time: a few MB of CSV text for wide tables.
+logger = logging.getLogger(__name__)
+
+RESULT_COLUMNS = ("anomaly_score", "is_anomaly", "top_feature", "label")
+# Rows rendered at a time: a few MB of CSV text for wide tables, and how far a cancelled export runs on.
 EXPORT_CHUNK_ROWS = 5_000
 STREAM_BLOCK_BYTES = 1 << 20
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+SHEET_NAME = "results"
+# Characters an .xlsx file cannot hold (XML 1.0 forbids them) and that no CSV reader needs: C0 controls but
+# tab, line feed and carriage return.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# Excel's serial dates count days from 1899-12-31 and take 1900 for a leap year: one day more from March 1900.
+_EXCEL_EPOCH = np.datetime64("1899-12-31", "D")
+_EXCEL_FAKE_LEAP_DAY = 60
+_ONE_DAY = np.timedelta64(1, "D")
+# How date (dtype kind M) and duration (kind m) columns are shown.
+_SERIAL_FORMATS = {"M": "yyyy-mm-dd hh:mm:ss", "m": "[h]:mm:ss"}
+
+
+class ExportCancelledError(Exception):
+    """The download was cancelled (its client went away): the export stopped before its end."""
 
 
 @dataclass(frozen=True)
@@ -41,116 +62,148 @@ class RowResults:
     # Per row: index into feature_names of the column that contributed most (-1: none); None if not stored.
     top_columns: np.ndarray | None
     feature_names: list[str]
+    # What analysts said of rows ("anomaly", "normal"), by row number: the label column.
+    labels: dict[int, str] = field(default_factory=dict)
 
 
-def escape_formula(value: Any) -> Any:
-    """``value`` with a leading ``'`` if it is text a spreadsheet would run as a formula; otherwise unchanged."""
-    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES) and not _is_number(value):
-        return "'" + value
-    return value
+def spreadsheet_text(text: str) -> str:
+    """``text`` as it is safe to put in a spreadsheet cell: without control characters, and with a leading
+    ``'`` if a spreadsheet would otherwise run it as a formula (text that is only a number is kept as it is)."""
+    text = _CONTROL_CHARACTERS.sub("", text)
+    if text.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def csv_blocks(
+    table: TableSnapshot, results: RowResults, cancelled: threading.Event, chunk_rows: int = EXPORT_CHUNK_ROWS
+) -> Generator[bytes, None, None]:
+    """The results as UTF-8 CSV with CRLF line ends (RFC 4180), one block per ``chunk_rows`` rows (the first
+    with the header)."""
+    for index, chunk in enumerate(result_chunks(table, results, cancelled, chunk_rows)):
+        # With CRLF ends, a cell holding a carriage return is quoted: a "\n" end would leave it bare, and a
+        # reader that takes CR for a line break would see the rest of the cell as a new row.
+        yield chunk.to_csv(index=False, header=index == 0, lineterminator="\r\n").encode("utf-8")
 
 
-def csv_blocks(table: TableSnapshot, results: RowResults, chunk_rows: int = EXPORT_CHUNK_ROWS) -> Iterator[bytes]:
-    """The results as UTF-8 CSV, one block per ``chunk_rows`` rows (the first with the header)."""
-    for index, chunk in enumerate(_result_chunks(table, results, chunk_rows)):
-        yield chunk.to_csv(index=False, header=index == 0, lineterminator="\n").encode("utf-8")
-
-
-def write_xlsx(table: TableSnapshot, results: RowResults, chunk_rows: int = EXPORT_CHUNK_ROWS) -> IO[bytes]:
-    """The results as an Excel workbook in an anonymous temporary file, positioned at its start.
-
-    The file is deleted when it is closed (``file_blocks`` closes it once it is sent).
-    """
-    handle = tempfile.TemporaryFile(suffix=".xlsx")  # noqa: SIM115 - returned open, closed by file_blocks
-    try:
-        workbook = Workbook(write_only=True)
-        sheet = workbook.create_sheet("results")
-        for index, chunk in enumerate(_result_chunks(table, results, chunk_rows)):
-            if index == 0:
-                sheet.append([_excel_value(name) for name in chunk.columns])
-            cells = [_excel_column(chunk.iloc[:, position]) for position in range(chunk.shape[1])]
-            for row in zip(*cells, strict=True):
-                sheet.append(row)
-        workbook.save(handle)
+def xlsx_blocks(
+    table: TableSnapshot, results: RowResults, cancelled: threading.Event, chunk_rows: int = EXPORT_CHUNK_ROWS
+) -> Generator[bytes, None, None]:
+    """The results as an Excel workbook, in blocks: written whole to a temporary file first (the zip format
+    needs its end before its start can be read), deleted once sent or when the download stops."""
+    with tempfile.TemporaryFile(suffix=".xlsx") as handle:
+        _write_xlsx(handle, table, results, cancelled, chunk_rows)
         handle.seek(0)
-    except BaseException:
-        handle.close()
-        raise
-    return handle
-
-
-def file_blocks(handle: IO[bytes]) -> Iterator[bytes]:
-    """The file's content in blocks; the file is closed at the end (or when the download stops)."""
-    with handle:
         while block := handle.read(STREAM_BLOCK_BYTES):
             yield block
 
 
-def _result_chunks(table: TableSnapshot, results: RowResults, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """The table with the result columns appended, ``chunk_rows`` rows at a time, text escaped.
+def _write_xlsx(
+    handle: Any, table: TableSnapshot, results: RowResults, cancelled: threading.Event, chunk_rows: int
+) -> None:
+    # Constant-memory mode keeps one row in memory and its rows in a file of tmpdir: a directory of this
+    # export's own, so a cancelled export leaves nothing behind. Text is never turned into formulas, links or
+    # numbers: what a cell held as text stays text.
+    with tempfile.TemporaryDirectory(prefix="xlsx-export-") as scratch:
+        workbook = xlsxwriter.Workbook(
+            handle,
+            {
+                "constant_memory": True,
+                "tmpdir": scratch,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+                "strings_to_numbers": False,
+            },
+        )
+        sheet = workbook.add_worksheet(SHEET_NAME)
+        formats = {kind: workbook.add_format({"num_format": shown}) for kind, shown in _SERIAL_FORMATS.items()}
+        row_number = 0
+        for chunk in result_chunks(table, results, cancelled, chunk_rows):
+            if row_number == 0:
+                sheet.write_row(0, 0, list(chunk.columns))
+                row_number = 1
+                for position in range(chunk.shape[1]):
+                    # Dates and durations are written as Excel serial numbers in a column shown as dates.
+                    kind = chunk.iloc[:, position].dtype.kind
+                    if kind in formats:
+                        sheet.set_column(position, position, None, formats[kind])
+            cells = [_excel_cells(chunk.iloc[:, position]) for position in range(chunk.shape[1])]
+            for row in zip(*cells, strict=True):
+                sheet.write_row(row_number, 0, row)
+                row_number += 1
+        workbook.close()
+
+
+def result_chunks(
+    table: TableSnapshot, results: RowResults, cancelled: threading.Event, chunk_rows: int = EXPORT_CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """The table with the result columns appended, ``chunk_rows`` rows at a time, text made spreadsheet-safe.
 
     The result columns are added beside the uploaded ones even when an uploaded column has the same name.
+    Raises ``ExportCancelledError`` at the first chunk after ``cancelled`` is set.
     """
-    names = np.asarray([*(escape_formula(name) for name in results.feature_names), None], dtype=object)
-    header = [escape_formula(str(column)) for column in table.columns] + list(RESULT_COLUMNS)
+    names = np.asarray([*(spreadsheet_text(name) for name in results.feature_names), None], dtype=object)
+    header = [spreadsheet_text(str(column)) for column in table.columns] + list(RESULT_COLUMNS)
     # range(0, 1) for an empty table: one empty chunk, so the header is still written.
     for start in range(0, max(table.row_count, 1), chunk_rows):
+        if cancelled.is_set():
+            logger.info("A results export stopped after %d of %d rows: its download was cancelled", start,
+                        table.row_count)  # fmt: skip
+            raise ExportCancelledError
         stop = min(start + chunk_rows, table.row_count)
         uploaded = table.rows(start, stop).reset_index(drop=True)
-        columns = {position: _escaped(uploaded.iloc[:, position]) for position in range(uploaded.shape[1])}
+        columns = {position: _safe_text(uploaded.iloc[:, position]) for position in range(uploaded.shape[1])}
         scores = results.scores[start:stop]
         top = results.top_columns[start:stop] if results.top_columns is not None else np.full(len(scores), -1)
         columns[len(columns)] = pd.Series(scores)
         columns[len(columns)] = pd.Series(scores > results.threshold)
         columns[len(columns)] = pd.Series(names[top], dtype=object)
+        columns[len(columns)] = pd.Series([results.labels.get(row) for row in range(start, stop)], dtype=object)
         chunk = pd.DataFrame(columns)
         chunk.columns = pd.Index(header)
         yield chunk
 
 
-def _escaped(series: pd.Series) -> pd.Series:
-    """A text column with formula-like cells escaped; any other column as it is."""
-    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_datetime64_any_dtype(series):
+def _safe_text(series: pd.Series) -> pd.Series:
+    """A column with its text cells made spreadsheet-safe; numeric, boolean and date columns as they are."""
+    if series.dtype.kind in "biufcmM":
         return series
-    if pd.api.types.is_timedelta64_dtype(series) or pd.api.types.is_bool_dtype(series):
-        return series
-    return series.astype(object).map(escape_formula)
+    return series.astype(object).map(lambda value: spreadsheet_text(value) if isinstance(value, str) else value)
 
 
-def _excel_column(series: pd.Series) -> list[Any]:
-    """A column's cells as values openpyxl writes: missing and non-finite cells empty, dates without zone."""
-    if isinstance(series.dtype, pd.DatetimeTZDtype):
-        series = series.dt.tz_localize(None)  # Excel has no time zones: keep the wall-clock time
-    if pd.api.types.is_float_dtype(series):
-        keep = np.isfinite(series.to_numpy(dtype=np.float64, na_value=np.nan))
-    else:
-        keep = series.notna().to_numpy(dtype=bool)
-    cells = series.astype(object).where(keep, None).tolist()
-    if series.dtype == object or isinstance(series.dtype, pd.StringDtype):
-        return [_excel_value(cell) for cell in cells]
-    return cells
+def _excel_cells(series: pd.Series) -> list[Any]:
+    """A column's cells as values xlsxwriter writes: missing and non-finite cells ``None`` (left empty), dates
+    and durations as serial numbers (their column is formatted to show them), text and numbers as they are."""
+    kind = series.dtype.kind
+    if kind in "mM":
+        if isinstance(series.dtype, pd.DatetimeTZDtype):
+            series = series.dt.tz_localize(None)  # Excel has no time zones: keep the wall-clock time
+        values = series.to_numpy()
+        # The epoch in days keeps the column's own unit, so dates past 2262 do not overflow nanoseconds.
+        days = (values - _EXCEL_EPOCH) / _ONE_DAY if kind == "M" else values / _ONE_DAY
+        if kind == "M":
+            days = np.where(days >= _EXCEL_FAKE_LEAP_DAY, days + 1, days)
+        return _blank_where(days, np.isnat(values))
+    if kind in "biuf":
+        if kind == "f":
+            return _blank_where(series, ~np.isfinite(series.to_numpy(dtype=np.float64, na_value=np.nan)))
+        return _blank_where(series, series.isna().to_numpy(dtype=bool))
+    return [_excel_value(value) for value in series.tolist()]
+
+
+def _blank_where(values: Any, missing: np.ndarray) -> list[Any]:
+    """``values`` as Python scalars, ``None`` where ``missing``."""
+    cells = np.asarray(values, dtype=object)
+    cells[missing] = None
+    return cells.tolist()
 
 
 def _excel_value(value: Any) -> Any:
-    """One cell of a text (mixed) column as a value openpyxl can write."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or isinstance(value, bool | int):
+    """One cell of a text (mixed) column as a value xlsxwriter writes as what it is."""
+    if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, str):
-        return ILLEGAL_CHARACTERS_RE.sub("", value)  # control characters are not allowed in the file format
-    if isinstance(value, datetime):
-        return None if pd.isna(value) else value.replace(tzinfo=None)
-    if isinstance(value, date | time | timedelta):
-        return value
-    return str(value)
+        return value if np.isfinite(value) else None
+    if pd.isna(value):
+        return None
+    return spreadsheet_text(str(value))

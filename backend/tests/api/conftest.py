@@ -14,6 +14,7 @@ import pytest
 from app.db.embedded import EmbeddedDatabase
 from app.utils.sample_data import make_normal_transactions
 from tests.api.support import (
+    EXPORT_MAX_UPLOAD_MB,
     JWT_SECRET,
     MAX_LOGIN_FAILURES_PER_ADDRESS,
     MAX_LOGIN_FAILURES_PER_USERNAME,
@@ -70,6 +71,10 @@ def server_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> d
         # that fail logins on purpose pose as their own client address (X-Forwarded-For), not 127.0.0.1.
         "LOGIN_MAX_FAILURES_PER_USERNAME": str(MAX_LOGIN_FAILURES_PER_USERNAME),
         "LOGIN_MAX_FAILURES_PER_ADDRESS": str(MAX_LOGIN_FAILURES_PER_ADDRESS),
+        # The tests are the servers' reverse proxy: X-Forwarded-For from loopback names the client they pose as.
+        "FORWARDED_ALLOW_IPS": "127.0.0.1",
+        # Every test registers its own users from 127.0.0.1; the registration limit has a server of its own.
+        "REGISTRATIONS_PER_ADDRESS": "1000000",
     }
 
 
@@ -152,6 +157,35 @@ def large_upload_api(server_factory: ServerFactory, server_env: dict[str, str], 
         "MAX_STORAGE_MB_PER_USER": "150",
     }
     return server_factory("large-upload-api", env).wait_until_up()
+
+
+@pytest.fixture(scope="session")
+def untrusting_api(
+    server_factory: ServerFactory, server_env: dict[str, str], empty_model_path: Path
+) -> ApiServer:
+    """A server as deployed by default: no proxy trusted (X-Forwarded-For is ignored), registrations limited to
+    REGISTRATIONS_PER_ADDRESS's default per address. Its database is its own (the other servers register from
+    127.0.0.1 in theirs, counted by the same address); it has no model: what it is for needs none."""
+    env = {**server_env, "MONGODB_DB": "untrusting_api_tests", "AUTOENCODER_MODEL_PATH": str(empty_model_path)}
+    for variable in ("FORWARDED_ALLOW_IPS", "REGISTRATIONS_PER_ADDRESS"):
+        del env[variable]
+    return server_factory("untrusting-api", env).wait_until_up()
+
+
+@pytest.fixture(scope="session")
+def export_api(server_factory: ServerFactory, server_env: dict[str, str], model_dir: Path) -> ApiServer:
+    """A server with the session's model that prepares one download at a time and takes uploads big enough
+    for an export to last seconds."""
+    env = {
+        **server_env,
+        # A database of its own: its job worker serves the session's model, and must not take the analyses that
+        # other tests follow in the main servers' logs.
+        "MONGODB_DB": "export_tests",
+        "AUTOENCODER_MODEL_PATH": str(model_dir),
+        "MAX_CONCURRENT_EXPORTS": "1",
+        "MAX_UPLOAD_MB": str(EXPORT_MAX_UPLOAD_MB),
+    }
+    return server_factory("export-api", env).wait_until_up()
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ STARTUP_SECONDS = 120
 # Shared by every test server: tests sign their own (expired, forged) tokens with it.
 JWT_SECRET = secrets.token_urlsafe(32)
 MAX_UPLOAD_MB = 2
+# The export server's upload limit: a 100,000-row table, whose workbook takes seconds to write.
+EXPORT_MAX_UPLOAD_MB = 40
 MAX_LOGIN_FAILURES_PER_USERNAME = 5
 MAX_LOGIN_FAILURES_PER_ADDRESS = 12
 

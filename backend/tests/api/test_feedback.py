@@ -4,9 +4,11 @@ labelled anomalies."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 
 from app.utils.sample_data import inject_anomalies, make_normal_transactions
@@ -63,6 +65,7 @@ def test_labels_show_in_the_listing_filter_it_and_survive_reanalysis(
         client.post(f"/api/anomaly/datasets/{dataset_id}/analyze", headers=account.headers, json={"force": True})
         assert wait_for_status(client, account, dataset_id)["status"] == "analyzed"
         after = _anomalies(client, account, dataset_id, label="normal")
+        download = client.get(f"/api/anomaly/datasets/{dataset_id}/results", headers=account.headers)
         cleared = _label(client, account, dataset_id, flagged[1], None)
         after_clearing = _anomalies(client, account, dataset_id, label="normal")
 
@@ -76,6 +79,9 @@ def test_labels_show_in_the_listing_filter_it_and_survive_reanalysis(
     assert [item["row"] for item in unlabelled["items"]] == flagged[3:7]
     assert unlabelled["total"] == status["anomaly_count"] - 3
     assert [item["row"] for item in after["items"]] == flagged[1:3], "the labels were lost by the re-analysis"
+    downloaded = pd.read_csv(io.BytesIO(download.content))["label"]
+    assert downloaded[flagged[0]] == "anomaly" and downloaded[flagged[1]] == downloaded[flagged[2]] == "normal"
+    assert downloaded.notna().sum() == 3
     assert cleared.status_code == 200 and cleared.json()["label"] is None
     assert [item["row"] for item in after_clearing["items"]] == [flagged[2]]
 

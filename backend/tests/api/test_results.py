@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -19,7 +23,16 @@ from gridfs import GridFSBucket
 from pymongo import MongoClient
 
 from app.utils.sample_data import inject_anomalies, make_normal_transactions
-from tests.api.support import Account, ApiServer, analysis_events, csv_bytes, upload_ok, wait_for_status, xlsx_bytes
+from tests.api.support import (
+    Account,
+    ApiServer,
+    analysis_events,
+    csv_bytes,
+    register,
+    upload_ok,
+    wait_for_status,
+    xlsx_bytes,
+)
 
 ANOMALIES = "/api/anomaly/datasets/{}/anomalies"
 
@@ -145,7 +158,7 @@ def test_csv_and_xlsx_downloads_round_trip_with_every_row_in_upload_order(api: A
         pd.read_csv(io.BytesIO(as_csv.content)),
         pd.read_excel(io.BytesIO(as_xlsx.content), engine="calamine"),
     ):
-        assert list(results.columns) == [*frame.columns, "anomaly_score", "is_anomaly", "top_feature"]
+        assert list(results.columns) == [*frame.columns, "anomaly_score", "is_anomaly", "top_feature", "label"]
         assert len(results) == len(frame)
         assert results["id"].tolist() == frame["id"].tolist()
         pd.testing.assert_series_equal(results["value2"], frame["value2"])
@@ -157,24 +170,111 @@ def test_csv_and_xlsx_downloads_round_trip_with_every_row_in_upload_order(api: A
 
 
 def test_downloads_escape_text_a_spreadsheet_would_run(api: ApiServer, account: Account) -> None:
+    """Formula text, also behind control characters (which are removed first), in cells and in a column name:
+    text in both formats, never a formula; numbers stay numbers."""
     frame = make_normal_transactions(150, seed=34)
-    notes = ["=1+2", "+SUM(A1)", "-2+3", "@cmd", "-5", "plain"]
+    notes = ["=1+2", "+SUM(A1)", "-2+3", "@cmd", "-5", "plain", '\x01=HYPERLINK("http://evil.example","click")']
     frame["note"] = [notes[index % len(notes)] for index in range(len(frame))]
+    frame["\x02=1+1"] = 1
     frame.loc[0, "value1"] = -frame.loc[0, "value1"]
     with api.client() as client:
         dataset_id, _ = _analyzed(client, account, "test.csv", csv_bytes(frame))
         as_csv = client.get(f"/api/anomaly/datasets/{dataset_id}/results?format=csv", headers=account.headers)
         as_xlsx = client.get(f"/api/anomaly/datasets/{dataset_id}/results?format=xlsx", headers=account.headers)
-    escaped = ["'=1+2", "'+SUM(A1)", "'-2+3", "'@cmd", "-5", "plain"]
+    escaped = ["'=1+2", "'+SUM(A1)", "'-2+3", "'@cmd", "-5", "plain", '\'=HYPERLINK("http://evil.example","click")']
     results = pd.read_csv(io.BytesIO(as_csv.content), dtype={"note": str})
-    assert results["note"][:6].tolist() == escaped
+    assert results["note"][:7].tolist() == escaped
+    assert "'=1+1" in results.columns
     assert results["value1"][0] == frame.loc[0, "value1"] < 0
-    sheet = openpyxl.load_workbook(io.BytesIO(as_xlsx.content), read_only=True).active
-    header, *rows = sheet.iter_rows(max_row=7)
-    note = [cell.value for cell in header].index("note")
-    assert [row[note].value for row in rows] == escaped
+    header, *rows = openpyxl.load_workbook(io.BytesIO(as_xlsx.content)).active.iter_rows()
+    names = [cell.value for cell in header]
+    assert "'=1+1" in names
+    formulas = [cell.coordinate for row in (header, *rows) for cell in row if cell.data_type == "f"]
+    assert formulas == []
+    note = names.index("note")
+    assert [row[note].value for row in rows[:7]] == escaped
     assert all(row[note].data_type == "s" for row in rows)
-    assert rows[0][[cell.value for cell in header].index("value1")].value == frame.loc[0, "value1"]
+    assert rows[0][names.index("value1")].value == frame.loc[0, "value1"]
+
+
+def test_concurrent_xlsx_downloads_past_the_limit_answer_429_while_logins_keep_succeeding(
+    api: ApiServer, account: Account
+) -> None:
+    """8 workbooks asked for at once while another user logs in again and again: each download completes or,
+    past the server's MAX_CONCURRENT_EXPORTS (2), answers 429 with Retry-After; every login succeeds, quickly
+    (the bound is generous: this machine is shared; benchmarks/attack.py measures the p99)."""
+    rows = 10_000
+    other = register(api, "logging-in")
+    with api.client() as client:
+        dataset_id, _ = _analyzed(client, account, "test.csv", csv_bytes(make_normal_transactions(rows, seed=40)))
+    downloads_done = threading.Event()
+    login_seconds: list[float] = []
+    login_statuses: list[int] = []
+
+    def log_in_until_downloads_are_done() -> None:
+        credentials = {"username": other.username, "password": "a-long-password"}
+        with api.client() as client:
+            while not downloads_done.is_set() or not login_seconds:
+                started = time.perf_counter()
+                answer = client.post("/api/auth/token", data=credentials)
+                login_seconds.append(time.perf_counter() - started)
+                login_statuses.append(answer.status_code)
+
+    def download(_: int) -> httpx.Response:
+        with api.client() as client:
+            return client.get(
+                f"/api/anomaly/datasets/{dataset_id}/results", params={"format": "xlsx"}, headers=account.headers
+            )
+
+    logins = threading.Thread(target=log_in_until_downloads_are_done)
+    logins.start()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(download, range(8)))
+    downloads_done.set()
+    logins.join()
+    statuses = [answer.status_code for answer in answers]
+    assert set(statuses) <= {200, 429} and 200 in statuses and 429 in statuses, statuses
+    for answer in answers:
+        if answer.status_code == 200:
+            assert len(pd.read_excel(io.BytesIO(answer.content), engine="calamine")) == rows
+        else:
+            assert int(answer.headers["retry-after"]) > 0
+            assert "try again in" in answer.json()["detail"]
+    assert set(login_statuses) == {200}
+    assert max(login_seconds) < 10, f"slowest login {max(login_seconds):.2f} s"
+
+
+def test_a_download_past_the_limit_answers_429_and_a_disconnected_one_stops_and_frees_its_slot(
+    export_api: ApiServer,
+) -> None:
+    """One download at a time on this server: a second is refused while the first is being written; the first
+    client hangs up, its export stops within a chunk (the log says after how many rows), and the slot is free
+    again long before that workbook would have been finished."""
+    rows = 100_000
+    account = register(export_api)
+    results_url = "/api/anomaly/datasets/{}/results"
+    with export_api.client() as client:
+        dataset_id, _ = _analyzed(client, account, "big.csv", csv_bytes(make_normal_transactions(rows, seed=41)))
+        url, params = results_url.format(dataset_id), {"format": "xlsx"}
+        with client.stream("GET", url, params=params, headers=account.headers) as first:
+            assert first.status_code == 200
+            refused = client.get(url, params=params, headers=account.headers)
+        hung_up = time.monotonic()  # leaving the block closes the first download's connection mid-workbook
+        while True:
+            with client.stream("GET", url, params=params, headers=account.headers) as again:
+                if again.status_code == 200:
+                    freed_after = time.monotonic() - hung_up
+                    break
+            assert again.status_code == 429 and time.monotonic() - hung_up < 30, again.status_code
+            time.sleep(0.1)
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) > 0
+    assert "1 result downloads are already being prepared" in refused.json()["detail"]
+    stops = re.findall(r"A results export stopped after (\d+) of (\d+) rows", export_api.log_text())
+    assert stops, "the disconnected export never stopped"
+    stopped_at, total = map(int, stops[0])
+    assert total == rows and stopped_at < rows
+    assert freed_after < 30
 
 
 # --- sensitivity -------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Security: tokens that must not pass, other users' datasets on every route, passwords kept out of logs and
-answers, login throttling, and error bodies that leak nothing."""
+answers, login throttling that a parallel burst cannot outrun, a client address nobody can choose, registration
+floods, and error bodies that leak nothing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +18,8 @@ import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 
+from app.core.config import Settings
+from app.core.security import MAX_CONCURRENT_PASSWORD_HASHES
 from app.utils.sample_data import make_normal_transactions
 from tests.api.support import (
     JWT_SECRET,
@@ -132,8 +136,8 @@ def test_passwords_are_never_returned_or_logged(api: ApiServer) -> None:
 
 
 def _login(api: ApiServer, username: str, password: str, address: str) -> httpx.Response:
-    # uvicorn trusts X-Forwarded-For from loopback (FORWARDED_ALLOW_IPS), as from a local reverse proxy: the
-    # tests pose as distinct loopback clients with it.
+    # The test servers trust X-Forwarded-For from 127.0.0.1 (FORWARDED_ALLOW_IPS), as from a reverse proxy: the
+    # tests pose as distinct clients with it.
     with api.client() as client:
         return client.post(
             "/api/auth/token", data={"username": username, "password": password}, headers={"X-Forwarded-For": address}
@@ -180,6 +184,68 @@ def test_repeated_failures_from_one_address_answer_429_for_every_username(api: A
     assert statuses == [401] * MAX_LOGIN_FAILURES_PER_ADDRESS
     assert throttled.status_code == 429 and int(throttled.headers["retry-after"]) > 0
     assert elsewhere.status_code == 200
+
+
+def test_a_parallel_burst_of_guesses_gets_no_more_password_checks_than_the_limit(api: ApiServer) -> None:
+    """30 wrong passwords at once for one username from one address: each reserves its failure before its
+    password is checked, so at most the limit's number are checked (401) and the rest are refused (429)."""
+    account = register(api, "burst")
+    address = "127.0.13.1"
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        answers = list(pool.map(lambda n: _login(api, account.username, f"guess-{n}", address), range(30)))
+    statuses = [answer.status_code for answer in answers]
+    assert 1 <= statuses.count(401) <= MAX_LOGIN_FAILURES_PER_USERNAME, statuses
+    assert statuses.count(429) == 30 - statuses.count(401), statuses
+    assert all(int(answer.headers["retry-after"]) > 0 for answer in answers if answer.status_code == 429)
+    assert _login(api, account.username, "a-long-password", address).status_code == 429
+    assert _login(api, account.username, "a-long-password", "127.0.13.2").status_code == 200
+
+
+def test_x_forwarded_for_is_ignored_by_default(untrusting_api: ApiServer) -> None:
+    """With FORWARDED_ALLOW_IPS unset, a client naming other addresses in X-Forwarded-For is still counted as
+    itself: its failures add up, and the request log names its real address."""
+    account = register(untrusting_api, "spoofer")
+    spoofed = [f"203.0.113.{n}" for n in range(MAX_LOGIN_FAILURES_PER_USERNAME + 1)]
+    failures = [_login(untrusting_api, account.username, "guess", address) for address in spoofed[:-1]]
+    throttled = _login(untrusting_api, account.username, "a-long-password", spoofed[-1])
+    assert [answer.status_code for answer in failures] == [401] * MAX_LOGIN_FAILURES_PER_USERNAME
+    assert throttled.status_code == 429
+    logged = {event["client"] for event in untrusting_api.events("request") if event["route"] == "/api/auth/token"}
+    assert logged == {"127.0.0.1"}
+
+
+def _peak_memory_mb(server: ApiServer) -> float:
+    """The server process's peak resident memory (VmHWM), in MiB."""
+    assert server.process is not None
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's memory from /proc")
+def test_a_registration_flood_is_refused_past_the_limit_and_keeps_memory_bounded(untrusting_api: ApiServer) -> None:
+    """50 registrations at once from one address (each naming another in X-Forwarded-For, which counts for
+    nothing): at most REGISTRATIONS_PER_ADDRESS (20) are created, the rest answer 429, and since at most a few
+    64 MiB password hashes run at once, the server's peak memory grows by a few hundred MB, not 50 x 64 MiB."""
+    limit = Settings.model_fields["registrations_per_address"].default
+
+    def register_once(index: int) -> httpx.Response:
+        body = {"username": f"flood-{uuid.uuid4().hex[:10]}", "password": "a-long-password"}
+        with untrusting_api.client() as client:
+            return client.post("/api/auth/register", json=body, headers={"X-Forwarded-For": f"198.51.100.{index}"})
+
+    peak_before = _peak_memory_mb(untrusting_api)
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(register_once, range(50)))
+    growth = _peak_memory_mb(untrusting_api) - peak_before
+    statuses = [answer.status_code for answer in answers]
+    assert statuses.count(201) <= limit and statuses.count(201) + statuses.count(429) == 50, statuses
+    refused = [answer for answer in answers if answer.status_code == 429]
+    assert len(refused) >= 50 - limit
+    assert all(0 < int(answer.headers["retry-after"]) <= 3600 for answer in refused)
+    assert "Too many accounts were created from this address" in refused[0].json()["detail"]
+    assert growth < MAX_CONCURRENT_PASSWORD_HASHES * 64 + 128, f"peak memory grew by {growth:.0f} MiB"
 
 
 def test_error_bodies_name_no_code_paths_or_traces(api: ApiServer, account: Account) -> None:

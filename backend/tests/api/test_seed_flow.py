@@ -105,7 +105,7 @@ def test_results_download_has_every_row_with_score_and_label(api: ApiServer, acc
     assert "attachment" in as_csv.headers["content-disposition"]
     results = pd.read_csv(io.BytesIO(as_csv.content))
     assert len(results) == 300
-    assert list(results.columns) == [*frame.columns, "anomaly_score", "is_anomaly", "top_feature"]
+    assert list(results.columns) == [*frame.columns, "anomaly_score", "is_anomaly", "top_feature", "label"]
     assert results["is_anomaly"].sum() == status["anomaly_count"]
     assert results["id"].tolist() == frame["id"].tolist()
     workbook = pd.read_excel(io.BytesIO(as_xlsx.content), engine="calamine")

@@ -6,20 +6,24 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 from app.utils.sample_data import make_normal_transactions
 from tests.api.support import ApiServer, csv_bytes, register, upload_ok, wait_for_status
 
 
-def test_ready_answers_503_with_the_reason(no_model_api: ApiServer) -> None:
+def test_ready_answers_503_with_the_reason_and_no_path(no_model_api: ApiServer, empty_model_path: Path) -> None:
+    """Without a token, /ready says which check failed and what to do; where it looked stays in the log."""
     with no_model_api.client() as client:
         assert client.get("/health").status_code == 200
         ready = client.get("/ready")
     assert ready.status_code == 503
     body = ready.json()
-    assert body["checks"]["database"] == "ok"
-    assert "autoencoder.h5" in body["checks"]["model"]
+    assert body["status"] == "not ready"
+    assert body["checks"]["database"] == "ok" and body["checks"]["model"] == "missing"
     assert "python train_autoencoder_model.py data/normal_samples.xlsx" in body["detail"]
+    assert str(empty_model_path.parent) not in ready.text and "autoencoder.h5" not in ready.text
+    assert str(empty_model_path) in no_model_api.log_text()
 
 
 def test_analyze_answers_503_with_the_seed_message_and_the_fix(no_model_api: ApiServer) -> None:
