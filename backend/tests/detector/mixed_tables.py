@@ -6,10 +6,15 @@ that version computed for ``mixed_scoring_frame``), so both always describe the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from app.utils.sample_data import make_normal_transactions
+
+# A model saved by the version before drift statistics, with the matrices and scores it computed (make_fixture.py).
+MODEL_BEFORE_DRIFT = Path(__file__).resolve().parent / "model_before_drift"
 
 
 def mixed_training_frame(rows: int = 400, seed: int = 3) -> pd.DataFrame:
