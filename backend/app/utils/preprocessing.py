@@ -109,7 +109,7 @@ class DatetimeColumn:
         """The column's dates as wall-clock minute of the day and weekday; text is read with the training format.
 
         Text dates are parsed once per distinct value (exports repeat them a lot), with the format found at
-        training: no per-call format guessing, no per-cell Python.
+        training; for a column trained on real dates, with the format pandas finds in the first one.
         """
         if pd.api.types.is_datetime64_any_dtype(series):
             stamps = series
