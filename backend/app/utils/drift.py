@@ -19,10 +19,11 @@ On a few hundred rows the cut-offs alone would flag columns that did not move. S
 shifted only when its PSI passes the cut-off and the chi-square test of homogeneity (training counts against
 analysed counts, k - 1 degrees of freedom) says a difference that large is unlikely by chance: less likely
 than ``FALSE_ALARM_RATE`` (1%) divided by the number of histograms tested (Bonferroni), so a report on data
-from the training distribution flags any column at most about 1% of the time, at any row count. (The test
-uses Pearson's statistic rather than PSI * nN / (n + N), whose chi-square approximation is too light-tailed
-below a few hundred rows: on 100 normal rows it gave 3.4% false alarms, Pearson's 1.0%.) Large analyses are
-thus judged by the cut-offs, a few hundred rows need a somewhat larger shift, a handful of rows flags nothing.
+from the training distribution flags any column about 1% of the time, at any row count. (The test
+uses Pearson's statistic rather than PSI * nN / (n + N), whose chi-square approximation underestimates its
+tail below a few hundred rows: on 100 normal rows it gave 3.4% false alarms, Pearson's 1.0%.) Large analyses
+are thus judged by the cut-offs, a few hundred rows need a somewhat larger shift, a handful of rows flags
+nothing.
 A date column, with two histograms, is flagged when either is.
 """
 
@@ -67,7 +68,7 @@ _LEVELS = ("none", "moderate", "major")
 class Histogram:
     """One reference histogram of a column: bin labels and the training rows' shares (last bin: missing)."""
 
-    name: str
+    name: str  # values, hour of day or weekday
     labels: list[str]
     shares: np.ndarray
 
@@ -247,6 +248,7 @@ class DriftReference:
 class DriftBin:
     """One bar of a column's drift chart: a bin's share of the training rows and of the rows analysed."""
 
+    histogram: str  # values, hour of day or weekday (a date column has two charts), or missing
     label: str
     reference_share: float
     observed_share: float
@@ -360,11 +362,11 @@ def _column_drift(
     missing_rate = float(counts.histograms[0][-1] / rows)
     reference_missing_rate = float(histograms[0].shares[-1])
     bins = [
-        DriftBin(label, float(share), float(count / rows))
+        DriftBin(histogram.name, label, float(share), float(count / rows))
         for histogram, observed in zip(histograms, counts.histograms, strict=True)
         for label, share, count in zip(histogram.labels[:-1], histogram.shares[:-1], observed[:-1], strict=True)
     ]
-    bins.append(DriftBin(_MISSING_LABEL, reference_missing_rate, missing_rate))
+    bins.append(DriftBin(_MISSING_LABEL, _MISSING_LABEL, reference_missing_rate, missing_rate))
     return ColumnDrift(
         name=reference.name,
         kind=reference.kind,

@@ -113,7 +113,7 @@ def test_a_new_dominant_category_is_flagged_in_that_column_alone(
     assert report.flagged_columns == ["channel"]
     channel = column(report, "channel")
     assert channel.unseen_share == pytest.approx(0.6)
-    assert {"label": "other", "reference_share": 0.0, "observed_share": pytest.approx(0.6)} in [
+    assert {"histogram": "values", "label": "other", "reference_share": 0.0, "observed_share": pytest.approx(0.6)} in [
         vars(bar) for bar in channel.bins
     ]
 
@@ -131,8 +131,12 @@ def test_dates_moved_to_night_hours_flag_the_date_column(
     assert report.flagged_columns == ["timestamp"]
     timestamp = column(report, "timestamp")
     assert timestamp.unseen_share == 1.0  # no training row was at night
-    assert [bar.label for bar in timestamp.bins[:2]] == ["00:00", "01:00"]
+    assert [(bar.histogram, bar.label) for bar in timestamp.bins[:2]] == [
+        ("hour of day", "00:00"),
+        ("hour of day", "01:00"),
+    ]
     assert [bar.label for bar in timestamp.bins[24:32]] == ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", "missing"]
+    assert {bar.histogram for bar in timestamp.bins[24:31]} == {"weekday"}
 
 
 def test_a_shift_needs_more_evidence_on_a_handful_of_rows(
