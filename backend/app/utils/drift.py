@@ -315,9 +315,11 @@ class DriftAccumulator:
             self.add_parsed(self._preprocessor.parse(frame))
 
     def add_parsed(self, table: ParsedTable) -> None:
-        """Count a chunk the model's preprocessor parsed."""
+        """Count a chunk the model's preprocessor parsed (``ValueError`` if another model's parsed it)."""
         if self._reference is None:
             return
+        if [parsed.column.name for parsed in table.columns] != [column.name for column in self._reference.columns]:
+            raise ValueError("These rows were parsed for another model: use the scoring model's drift_accumulator().")
         counts = [
             reference.count(parsed) for reference, parsed in zip(self._reference.columns, table.columns, strict=True)
         ]

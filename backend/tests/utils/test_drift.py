@@ -268,3 +268,10 @@ def test_the_chance_of_a_difference_falls_with_the_row_count():
     assert chances == sorted(chances, reverse=True)
     assert chances[0] > 0.3 and chances[-1] < 1e-9
     assert chance_of_difference(np.array([0.5, 0.5, 0.0]), np.array([0.5, 0.5, 0.0]), 100, 10_000) == 1.0
+
+
+def test_rows_parsed_for_another_model_are_refused(preprocessor: TablePreprocessor, reference: DriftReference):
+    other = TablePreprocessor().fit(pd.DataFrame({"colour": ["red", "blue"] * 50}))
+
+    with pytest.raises(ValueError, match="parsed for another model"):
+        DriftAccumulator(preprocessor, reference).add_parsed(other.parse(pd.DataFrame({"colour": ["red"]})))
