@@ -116,7 +116,7 @@ class TabularAnomalyDetector:
         self.history_: dict[str, list[float]] = {}
         self.drift_reference_: DriftReference | None = None
         self.metadata_: dict[str, Any] = {}
-        self._scorer: Any = None
+        self._scorers: dict[bool, Any] = {}  # compiled block scorers, without and with details
 
     # --- the seed's attributes -------------------------------------------------------------------------
 
@@ -212,7 +212,7 @@ class TabularAnomalyDetector:
         reference_size = min(REFERENCE_ROWS, len(fit_rows))
         self.reference_ = fit_rows[rng.choice(len(fit_rows), reference_size, replace=False)]
         calibration_rows = validation_rows if n_validation else fit_rows
-        self._scorer = None  # the model and reference rows changed
+        self._scorers = {}  # the model and reference rows changed
         reconstruction_error, distance = self._score_parts(calibration_rows, details=False)
         parts = np.column_stack([reconstruction_error, distance])
         medians = np.median(parts, axis=0)
@@ -325,11 +325,12 @@ class TabularAnomalyDetector:
         """RMSE and distance to the nearest reference row; with ``details``, also the per-column squared errors
         and the reconstruction.
 
-        Rows go through one compiled TensorFlow function in blocks of two fixed sizes (compiled once per model and
-        size), each block a few fused matrix products; without ``details`` only the two scores are copied out.
+        Rows go through a compiled TensorFlow function in blocks of two fixed sizes (compiled once per model and
+        size), each block a few fused matrix products. Without ``details`` a function that computes and returns
+        only the two scores is used: about a tenth faster.
         """
-        if self._scorer is None:
-            self._scorer = self._compile_scorer()
+        if details not in self._scorers:
+            self._scorers[details] = self._compile_scorer(details)
         n_rows, n_features = encoded.shape
         n_columns = len(self._fitted_preprocessor().columns_)
         shapes = [(), ()] + ([(n_columns,), (n_features,)] if details else [])
@@ -338,13 +339,13 @@ class TabularAnomalyDetector:
             block = encoded[start : start + size]
             if size < block_size:
                 block = np.vstack([block, np.zeros((block_size - size, n_features), dtype=np.float32)])
-            outputs = self._scorer(block)
+            outputs = self._scorers[details](block)
             for part, output in zip(parts, outputs, strict=False):
                 part[start : start + size] = output.numpy()[:size]
         return parts
 
-    def _compile_scorer(self) -> Any:
-        """Build the compiled block scorer for the current model and reference rows."""
+    def _compile_scorer(self, details: bool) -> Any:
+        """Build the compiled block scorer for the current model and reference rows, with or without details."""
         import tensorflow as tf
 
         if self.model_ is None or self.reference_ is None:
@@ -373,12 +374,10 @@ class TabularAnomalyDetector:
             # The row's own |q|^2 is added after taking the minimum.
             nearest = tf.reduce_min(tf.matmul(extended, extended_reference), axis=1)
             nearest += tf.reduce_sum(block * block, axis=1)
-            return (
-                tf.sqrt(tf.reduce_mean(squared_error, axis=1)),
-                tf.sqrt(tf.maximum(nearest, 0.0)),
-                tf.matmul(squared_error, grouping),
-                reconstruction,
-            )
+            scores = (tf.sqrt(tf.reduce_mean(squared_error, axis=1)), tf.sqrt(tf.maximum(nearest, 0.0)))
+            if not details:
+                return scores
+            return (*scores, tf.matmul(squared_error, grouping), reconstruction)
 
         return score_block
 
@@ -456,9 +455,10 @@ class TabularAnomalyDetector:
         }
         _warn_on_version_mismatch(card.library_versions, card.metadata_path)
         detector.model_ = _keras().models.load_model(card.model_path, compile=False)
-        # Compile the scorer for both block sizes now, so the first file scored is as fast as the rest.
-        for block_size in (SCORING_BLOCK, TAIL_BLOCK):
-            detector._score_parts(np.zeros((block_size, card.reference_rows.shape[1]), dtype=np.float32), details=False)
+        # Compile both scorers for both block sizes now, so the first file scored is as fast as the rest.
+        for details in (False, True):
+            for block_size in (SCORING_BLOCK, TAIL_BLOCK):
+                detector._score_parts(np.zeros((block_size, card.reference_rows.shape[1]), np.float32), details=details)
         return detector
 
 
