@@ -143,7 +143,7 @@ class TextReference:
     @classmethod
     def from_training(cls, parsed: ParsedText, rows: int) -> TextReference:
         """Each kept value's share of the training rows, and the (hashed) set of values they had."""
-        frequency = np.bincount(parsed.codes[parsed.codes >= 0], minlength=len(parsed.distinct))
+        frequency = _distinct_frequency(parsed)[1:]
         occurring = min(MAX_SEEN_VALUES, int(np.count_nonzero(frequency)))
         most_frequent = np.argsort(-frequency, kind="stable")[:occurring]
         seen = np.sort(_hash_text(parsed.distinct[most_frequent]))
@@ -158,13 +158,18 @@ class TextReference:
     def count(self, parsed: ParsedColumn) -> ColumnCounts:
         """Count ``parsed``'s rows by kept value, "other" and missing, working on its distinct values only."""
         assert isinstance(parsed, ParsedText)
-        frequency = np.bincount(parsed.codes[parsed.codes >= 0], minlength=len(parsed.distinct))
-        occurring = np.flatnonzero(frequency)
-        bins = parsed.column.category_codes(parsed.distinct[occurring])
-        counts = np.bincount(bins, weights=frequency[occurring], minlength=len(self.categories) + 1)
-        never_seen = ~np.isin(_hash_text(parsed.distinct[occurring]), self.seen)
-        missing = len(parsed.codes) - int(frequency.sum())
-        return ColumnCounts([np.append(counts, missing).astype(np.int64)], int(frequency[occurring][never_seen].sum()))
+        by_distinct = _distinct_frequency(parsed)
+        frequency = by_distinct[1:]
+        counts = np.bincount(parsed.features, weights=frequency, minlength=len(self.categories) + 1)
+        # Kept values were frequent in training: only the values counted as "other" can be new.
+        other = np.flatnonzero((parsed.features == len(self.categories)) & (frequency > 0))
+        unseen = 0
+        if other.size:
+            hashes = _hash_text(parsed.distinct[other])
+            position = np.searchsorted(self.seen, hashes).clip(max=len(self.seen) - 1)
+            seen = self.seen[position] == hashes if len(self.seen) else np.zeros(len(other), dtype=bool)
+            unseen = int(frequency[other[~seen]].sum())
+        return ColumnCounts([np.append(counts, by_distinct[0]).astype(np.int64)], unseen)
 
 
 @dataclass(frozen=True)
@@ -421,6 +426,11 @@ def _level(psi: float) -> str:
 def _date_bins(parsed: ParsedDates) -> tuple[np.ndarray, np.ndarray]:
     """Each row's hour (0-23) and weekday (0-6) bin; a missing date is in the last bin of both (24 and 7)."""
     return np.where(parsed.missing, 24, parsed.minute_of_day // 60), np.where(parsed.missing, 7, parsed.weekday)
+
+
+def _distinct_frequency(parsed: ParsedText) -> np.ndarray:
+    """Rows per distinct value, after the missing cells' count (code -1) in the first entry."""
+    return np.bincount(parsed.codes + 1, minlength=len(parsed.distinct) + 1)
 
 
 def _hash_text(values: np.ndarray) -> np.ndarray:

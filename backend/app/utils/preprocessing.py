@@ -16,6 +16,7 @@ import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -78,14 +79,23 @@ class CategoricalColumn:
         return len(self.categories) + 1
 
     def parse(self, series: pd.Series) -> ParsedText:
-        """The column's cells as codes into its distinct values, compared as text."""
+        """The column's cells as codes into its distinct values, compared as text, and each value's feature."""
         codes, distinct = _factorize_text(series)
-        return ParsedText(self, codes, distinct)
+        return ParsedText(self, codes, distinct, self.category_codes(distinct))
 
     def category_codes(self, values: np.ndarray) -> np.ndarray:
         """The feature of each of ``values``: its index among the categories, or the last ("other") feature."""
-        codes = pd.Index(self.categories).get_indexer(values)
+        codes = self._category_index.get_indexer(values)
         return np.where(codes < 0, len(self.categories), codes)
+
+    @cached_property
+    def missing_feature(self) -> int:
+        """The feature of a missing cell: the kept value "(missing)" if training had enough of them, else other."""
+        return int(self.category_codes(np.array([MISSING_TEXT], dtype=object))[0])
+
+    @cached_property
+    def _category_index(self) -> pd.Index:
+        return pd.Index(self.categories)
 
 
 @dataclass
@@ -136,7 +146,7 @@ class ParsedNumbers:
     column: NumericColumn
     values: np.ndarray
 
-    @property
+    @cached_property
     def missing(self) -> np.ndarray:
         """Where a cell is missing, unreadable or infinite (all imputed with the median and flagged)."""
         return ~np.isfinite(self.values)
@@ -152,11 +162,16 @@ class ParsedNumbers:
 
 @dataclass(frozen=True)
 class ParsedText:
-    """A text column's cells as ``codes`` into ``distinct`` (its distinct values as text), -1 where missing."""
+    """A text column's cells as ``codes`` into ``distinct`` (its distinct values as text), -1 where missing.
+
+    ``features`` holds each distinct value's feature (``CategoricalColumn.category_codes``): values are mapped
+    once per distinct value, never per cell.
+    """
 
     column: CategoricalColumn
     codes: np.ndarray
     distinct: np.ndarray
+    features: np.ndarray
 
     @property
     def missing(self) -> np.ndarray:
@@ -165,11 +180,9 @@ class ParsedText:
 
     def encode(self, out: np.ndarray) -> None:
         """Write the one-hot features into ``out`` (width features x rows): one feature per row is 1."""
-        column = self.column
-        missing_code = column.category_codes(np.array([MISSING_TEXT], dtype=object))
         # Appending the missing cell's feature lets code -1 (missing) pick it like any other code.
-        features = np.append(column.category_codes(self.distinct), missing_code)[self.codes]
-        np.equal(np.arange(column.width())[:, None], features[None, :], out=out)
+        features = np.append(self.features, self.column.missing_feature)[self.codes]
+        np.equal(np.arange(self.column.width())[:, None], features[None, :], out=out)
 
 
 @dataclass(frozen=True)
