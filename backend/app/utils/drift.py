@@ -369,9 +369,11 @@ def _column_drift(
     missing_rate = float(counts.histograms[0][-1] / rows)
     reference_missing_rate = float(histograms[0].shares[-1])
     bins = [
-        DriftBin(histogram.name, label, float(share), float(count / rows))
+        DriftBin(histogram.name, label, share, observed_share)
         for histogram, observed in zip(histograms, counts.histograms, strict=True)
-        for label, share, count in zip(histogram.labels[:-1], histogram.shares[:-1], observed[:-1], strict=True)
+        for label, share, observed_share in zip(
+            histogram.labels[:-1], histogram.shares[:-1].tolist(), (observed[:-1] / rows).tolist(), strict=True
+        )
     ]
     bins.append(DriftBin(_MISSING_LABEL, _MISSING_LABEL, reference_missing_rate, missing_rate))
     return ColumnDrift(
