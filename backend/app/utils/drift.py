@@ -120,14 +120,15 @@ class NumericReference:
         """Count ``parsed``'s rows into the decile bins; values outside the training range are unseen."""
         assert isinstance(parsed, ParsedNumbers)
         values = parsed.values
-        finite = np.isfinite(values)
-        if not finite.all():
-            values = values[finite]
+        if parsed.missing.any():
+            values = values[~parsed.missing]
         # One vectorised comparison per edge: several times faster than searchsorted for ten bins.
         at_most = [np.count_nonzero(values <= edge) for edge in self.inner_edges]
-        counts = np.diff([0, *at_most, len(values), len(finite)])
-        unseen = np.count_nonzero(values < self.low) + np.count_nonzero(values > self.high)
-        return ColumnCounts([counts], int(unseen))
+        counts = np.diff([0, *at_most, len(values), len(parsed.values)])
+        unseen = 0
+        if len(values) and (values.min() < self.low or values.max() > self.high):
+            unseen = int(np.count_nonzero(values < self.low) + np.count_nonzero(values > self.high))
+        return ColumnCounts([counts], unseen)
 
 
 @dataclass(frozen=True)
@@ -202,9 +203,10 @@ class DateReference:
         """Count ``parsed``'s rows per hour and per weekday; dates at an hour or weekday training lacked are unseen."""
         assert isinstance(parsed, ParsedDates)
         hours, weekdays = _date_bins(parsed)
-        never_seen = (self.hour_shares[hours] == 0) | (self.weekday_shares[weekdays] == 0)
-        unseen = np.count_nonzero(never_seen & ~parsed.missing)
-        return ColumnCounts([np.bincount(hours, minlength=25), np.bincount(weekdays, minlength=8)], int(unseen))
+        # One count of (hour, weekday) pairs gives both histograms and the unseen dates; missing dates are (24, 7).
+        pairs = np.bincount(hours * 8 + weekdays, minlength=25 * 8).reshape(25, 8)
+        never_seen = (self.hour_shares[:24] == 0)[:, None] | (self.weekday_shares[:7] == 0)[None, :]
+        return ColumnCounts([pairs.sum(axis=1), pairs.sum(axis=0)], int(pairs[:24, :7][never_seen].sum()))
 
 
 ColumnReference = NumericReference | TextReference | DateReference
