@@ -125,12 +125,14 @@ def test_dates_moved_to_night_hours_flag_the_date_column(
     frame = make_normal_transactions(rows, seed=6)
     night = np.random.default_rng(6).integers(0, 5, rows)
     frame["timestamp"] = frame["timestamp"].dt.normalize() + pd.to_timedelta(night, unit="h")
+    frame.loc[frame.index[:10], "timestamp"] = pd.NaT
 
     report = drift_of(preprocessor, reference, frame)
 
     assert report.flagged_columns == ["timestamp"]
     timestamp = column(report, "timestamp")
-    assert timestamp.unseen_share == 1.0  # no training row was at night
+    assert timestamp.unseen_share == (rows - 10) / rows  # no training row was at night; a gap is not a new value
+    assert timestamp.missing_rate == 10 / rows
     assert [(bar.histogram, bar.label) for bar in timestamp.bins[:2]] == [
         ("hour of day", "00:00"),
         ("hour of day", "01:00"),
