@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,13 +28,8 @@ import numpy as np
 import pandas as pd
 
 from app.utils import model_store
-from app.utils.preprocessing import (
-    CategoricalColumn,
-    ColumnMismatchError,
-    DatetimeColumn,
-    NumericColumn,
-    TablePreprocessor,
-)
+from app.utils.drift import DriftAccumulator, DriftReference
+from app.utils.preprocessing import ColumnMismatchError, TablePreprocessor
 
 if TYPE_CHECKING:
     import keras
@@ -49,12 +44,15 @@ METADATA_FORMAT = 1
 REFERENCE_ROWS = 1024
 # Rows scored per compiled call: bounds the distance matrix to SCORING_BLOCK x REFERENCE_ROWS floats (32 MB).
 SCORING_BLOCK = 8192
+# The rows left after the whole blocks go through blocks this small when at most MAX_TAIL_BLOCKS of them
+# suffice (a whole block costs about as much as four small ones), else through one padded whole block.
+TAIL_BLOCK = 1024
+MAX_TAIL_BLOCKS = 4
 # The training-score distribution kept for re-thresholding is at most this many sorted scores.
 STORED_SCORES = 20_000
 MIN_TRAINING_ROWS = 100
 # The seed's one-time training command (run from backend/): what every "no model" message tells users to run.
 TRAINING_COMMAND = "python train_autoencoder_model.py data/normal_samples.xlsx"
-_COLUMN_KINDS = {"numeric": NumericColumn, "categorical": CategoricalColumn, "datetime": DatetimeColumn}
 
 
 def _keras() -> Any:
@@ -116,8 +114,9 @@ class TabularAnomalyDetector:
         self.training_scores_: np.ndarray | None = None
         self.threshold_: float | None = None
         self.history_: dict[str, list[float]] = {}
+        self.drift_reference_: DriftReference | None = None
         self.metadata_: dict[str, Any] = {}
-        self._scorer: Any = None
+        self._scorers: dict[bool, Any] = {}  # compiled block scorers, without and with details
 
     # --- the seed's attributes -------------------------------------------------------------------------
 
@@ -146,17 +145,13 @@ class TabularAnomalyDetector:
     @property
     def model_info(self) -> dict[str, Any]:
         """What a user needs to know about the loaded model."""
-        return {
-            "feature_names": self.feature_names,
-            "dropped_columns": self.dropped_columns,
-            "threshold": self.threshold,
-            "threshold_percentile": self.threshold_percentile,
-            "encoding_dim": self.encoding_dim,
-            "trained_at": self.metadata_.get("trained_at"),
-            "training_rows": self.metadata_.get("training_rows"),
-            "version": self.metadata_.get("version"),
-            "library_versions": self.metadata_.get("library_versions", {}),
-        }
+        return describe_model(
+            self._fitted_preprocessor(),
+            threshold=self.threshold,
+            threshold_percentile=self.threshold_percentile,
+            encoding_dim=self.encoding_dim,
+            facts=self.metadata_,
+        )
 
     # --- training --------------------------------------------------------------------------------------
 
@@ -187,7 +182,9 @@ class TabularAnomalyDetector:
         rng = np.random.default_rng(self.random_state)
 
         self.preprocessor_ = preprocessor
-        encoded = preprocessor.transform(df)
+        table = preprocessor.parse(df)
+        self.drift_reference_ = DriftReference.from_training(table)
+        encoded = preprocessor.encode(table)
         order = rng.permutation(len(encoded))
         n_validation = int(round(validation_split * len(encoded)))
         if 0 < n_validation < 20:
@@ -217,8 +214,8 @@ class TabularAnomalyDetector:
         reference_size = min(REFERENCE_ROWS, len(fit_rows))
         self.reference_ = fit_rows[rng.choice(len(fit_rows), reference_size, replace=False)]
         calibration_rows = validation_rows if n_validation else fit_rows
-        self._scorer = None  # the model and reference rows changed
-        reconstruction_error, distance, _, _ = self._score_parts(calibration_rows)
+        self._scorers = {}  # the model and reference rows changed
+        reconstruction_error, distance = self._score_parts(calibration_rows, details=False)
         parts = np.column_stack([reconstruction_error, distance])
         medians = np.median(parts, axis=0)
         self.score_scales_ = np.where(medians > 0, medians, 1.0)
@@ -259,23 +256,34 @@ class TabularAnomalyDetector:
         """The threshold for another percentile, from the stored training-score distribution (no retraining)."""
         if self.training_scores_ is None:
             raise RuntimeError("The detector is not trained: call train() or load() first.")
-        if not 0 < percentile < 100:
-            raise ValueError("threshold percentile must be between 0 and 100 (exclusive)")
-        return float(np.percentile(self.training_scores_, percentile))
+        return threshold_at_percentile(self.training_scores_, percentile)
+
+    def drift_accumulator(self) -> DriftAccumulator:
+        """A fresh drift accumulator for one analysis (its report says "unavailable" for a model without drift
+        statistics); pass it to ``score_details`` with each chunk, then call its ``report``."""
+        return DriftAccumulator(self._fitted_preprocessor(), self.drift_reference_)
 
     def decision_function(self, df: pd.DataFrame) -> np.ndarray:
         """One anomaly score per row of ``df``; higher is more anomalous."""
-        return self.score_details(df).scores
+        reconstruction_error, distance = self._score_parts(self._fitted_preprocessor().transform(df), details=False)
+        return self._combine(reconstruction_error, distance)
 
     def predict(self, df: pd.DataFrame, threshold: float | None = None) -> np.ndarray:
         """1 for rows scoring above ``threshold`` (default: the model's), else 0."""
         limit = self.threshold if threshold is None else threshold
         return (self.decision_function(df) > limit).astype(np.int64)
 
-    def score_details(self, df: pd.DataFrame) -> RowScores:
-        """Each row's score with its parts: what explains it, column by column."""
-        encoded = self._fitted_preprocessor().transform(df)
-        reconstruction_error, distance, column_errors, reconstruction = self._score_parts(encoded)
+    def score_details(self, df: pd.DataFrame, drift: DriftAccumulator | None = None) -> RowScores:
+        """Each row's score with its parts: what explains it, column by column.
+
+        With ``drift`` (from ``drift_accumulator``), the rows are also counted into it, from the same parse.
+        """
+        preprocessor = self._fitted_preprocessor()
+        table = preprocessor.parse(df)
+        if drift is not None:
+            drift.add_parsed(table)
+        encoded = preprocessor.encode(table)
+        reconstruction_error, distance, column_errors, reconstruction = self._score_parts(encoded, details=True)
         return RowScores(
             scores=self._combine(reconstruction_error, distance),
             reconstruction_error=reconstruction_error,
@@ -315,61 +323,63 @@ class TabularAnomalyDetector:
             + distance.astype(np.float64) / self.score_scales_[1]
         )
 
-    def _score_parts(self, encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """RMSE, distance to the nearest reference row, per-column squared errors and the reconstruction.
+    def _score_parts(self, encoded: np.ndarray, details: bool) -> list[np.ndarray]:
+        """RMSE and distance to the nearest reference row; with ``details``, also the per-column squared errors
+        and the reconstruction.
 
-        Rows go through one compiled TensorFlow function in fixed-size blocks (the last one padded), so it is
-        compiled once per model and each block is a few fused matrix products.
+        Rows go through a compiled TensorFlow function in blocks of two fixed sizes (compiled once per model and
+        size), each block a few fused matrix products. Without ``details`` a function that computes and returns
+        only the two scores is used: about a tenth faster.
         """
-        if self._scorer is None:
-            self._scorer = self._compile_scorer()
+        if details not in self._scorers:
+            self._scorers[details] = self._compile_scorer(details)
         n_rows, n_features = encoded.shape
         n_columns = len(self._fitted_preprocessor().columns_)
-        reconstruction_error = np.empty(n_rows, dtype=np.float32)
-        distance = np.empty(n_rows, dtype=np.float32)
-        column_errors = np.empty((n_rows, n_columns), dtype=np.float32)
-        reconstruction = np.empty((n_rows, n_features), dtype=np.float32)
-        for start in range(0, n_rows, SCORING_BLOCK):
-            block = encoded[start : start + SCORING_BLOCK]
-            size = len(block)
-            if size < SCORING_BLOCK:
-                block = np.vstack([block, np.zeros((SCORING_BLOCK - size, n_features), dtype=np.float32)])
-            parts = self._scorer(block)
-            stop = start + size
-            reconstruction_error[start:stop] = parts[0].numpy()[:size]
-            distance[start:stop] = parts[1].numpy()[:size]
-            column_errors[start:stop] = parts[2].numpy()[:size]
-            reconstruction[start:stop] = parts[3].numpy()[:size]
-        return reconstruction_error, distance, column_errors, reconstruction
+        shapes = [(), ()] + ([(n_columns,), (n_features,)] if details else [])
+        parts = [np.empty((n_rows, *shape), dtype=np.float32) for shape in shapes]
+        for start, size, block_size in _scoring_blocks(n_rows):
+            block = encoded[start : start + size]
+            if size < block_size:
+                block = np.vstack([block, np.zeros((block_size - size, n_features), dtype=np.float32)])
+            outputs = self._scorers[details](block)
+            for part, output in zip(parts, outputs, strict=False):
+                part[start : start + size] = output.numpy()[:size]
+        return parts
 
-    def _compile_scorer(self) -> Any:
-        """Build the compiled block scorer for the current model and reference rows."""
+    def _compile_scorer(self, details: bool) -> Any:
+        """Build the compiled block scorer for the current model and reference rows, with or without details."""
         import tensorflow as tf
 
         if self.model_ is None or self.reference_ is None:
             raise RuntimeError("The detector is not trained: call train() or load() first.")
-        model = self.model_
-        reference = tf.constant(self.reference_)
-        reference_norms = tf.reduce_sum(reference * reference, axis=1)
+        model, n_features = self.model_, self.reference_.shape[1]
+        # Features that are 0 in every reference row add nothing to q.r: the product leaves them out.
+        used = np.flatnonzero((self.reference_ != 0).any(axis=0))
+        reference = self.reference_[:, used]
+        # |q - r|^2 = |q|^2 + |r|^2 - 2 q.r. One product gives |r|^2 - 2 q.r for every pair, with q extended by a 1
+        # and r by |r|^2: adding |r|^2 to the product's output would take another pass over it, the slow part.
+        extended_reference = tf.constant(
+            np.vstack([-2.0 * reference.T, np.sum(reference * reference, axis=1)[None, :]]).astype(np.float32)
+        )
+        used_features = tf.constant(used)
         preprocessor = self._fitted_preprocessor()
         # Sums each column's encoded features: (n_features x n_columns) of 0/1.
         grouping = tf.constant(np.eye(len(preprocessor.columns_), dtype=np.float32)[preprocessor.feature_columns_])
 
-        block_spec = tf.TensorSpec([SCORING_BLOCK, self.reference_.shape[1]], tf.float32)
-
-        @tf.function(jit_compile=True, autograph=False, input_signature=[block_spec])
+        # One traced function; XLA compiles it once per block size it is called with (two) and caches both.
+        @tf.function(jit_compile=True, autograph=False, input_signature=[tf.TensorSpec([None, n_features], tf.float32)])
         def score_block(block: Any) -> Any:
             reconstruction = model(block, training=False)
             squared_error = tf.square(block - reconstruction)
-            # |q - r|^2 = |q|^2 + |r|^2 - 2 q.r; the row's own |q|^2 is added after taking the minimum.
-            partial = reference_norms[None, :] - 2.0 * tf.matmul(block, reference, transpose_b=True)
-            nearest = tf.reduce_min(partial, axis=1) + tf.reduce_sum(block * block, axis=1)
-            return (
-                tf.sqrt(tf.reduce_mean(squared_error, axis=1)),
-                tf.sqrt(tf.maximum(nearest, 0.0)),
-                tf.matmul(squared_error, grouping),
-                reconstruction,
-            )
+            ones = tf.ones([tf.shape(block)[0], 1])
+            extended = tf.concat([tf.gather(block, used_features, axis=1), ones], axis=1)
+            # The row's own |q|^2 is added after taking the minimum.
+            nearest = tf.reduce_min(tf.matmul(extended, extended_reference), axis=1)
+            nearest += tf.reduce_sum(block * block, axis=1)
+            scores = (tf.sqrt(tf.reduce_mean(squared_error, axis=1)), tf.sqrt(tf.maximum(nearest, 0.0)))
+            if not details:
+                return scores
+            return (*scores, tf.matmul(squared_error, grouping), reconstruction)
 
         return score_block
 
@@ -415,52 +425,87 @@ class TabularAnomalyDetector:
             "encoding_dim": self.encoding_dim,
             "threshold_percentile": self.threshold_percentile,
             "threshold": self.threshold,
-            "columns": [
-                {"kind": kind, **asdict(column)}
-                for column in preprocessor.columns_
-                for kind, cls in _COLUMN_KINDS.items()
-                if isinstance(column, cls)
-            ],
-            "dropped_columns": preprocessor.dropped_columns_,
+            **preprocessor.to_metadata(),
             "reference_rows": self.reference_,
             "score_scales": self.score_scales_,
             "training_scores": self.training_scores_,
             "history": self.history_,
+            "drift_reference": None if self.drift_reference_ is None else self.drift_reference_.to_metadata(),
             **{key: value for key, value in self.metadata_.items() if key != "version"},
         }
 
     @classmethod
     def load(cls, path: str | Path) -> TabularAnomalyDetector:
         """Load a detector saved by ``save``; ``FileNotFoundError`` names a missing model file."""
-        model_path, metadata_path = model_store.model_files(path)
-        metadata = model_store.load_metadata(metadata_path)
-        if metadata.get("format") != METADATA_FORMAT:
-            raise ValueError(
-                f"{metadata_path} has metadata format {metadata.get('format')!r}, this version reads "
-                f"{METADATA_FORMAT}: retrain the model with train_autoencoder_model.py."
-            )
-        detector = cls(encoding_dim=metadata["encoding_dim"], threshold_percentile=metadata["threshold_percentile"])
-        preprocessor = TablePreprocessor()
-        for spec in metadata["columns"]:
-            fields = {key: value for key, value in spec.items() if key != "kind"}
-            preprocessor.columns_.append(_COLUMN_KINDS[spec["kind"]](**fields))
-        preprocessor.dropped_columns_ = dict(metadata["dropped_columns"])
-        preprocessor.feature_columns_ = np.repeat(
-            np.arange(len(preprocessor.columns_)), [column.width() for column in preprocessor.columns_]
-        )
-        detector.preprocessor_ = preprocessor
-        detector.reference_ = np.ascontiguousarray(metadata["reference_rows"], dtype=np.float32)
-        detector.score_scales_ = np.asarray(metadata["score_scales"], dtype=np.float64)
-        detector.training_scores_ = np.asarray(metadata["training_scores"], dtype=np.float64)
-        detector.threshold_ = float(metadata["threshold"])
-        detector.history_ = dict(metadata.get("history", {}))
-        detector.metadata_ = {key: metadata.get(key) for key in ("trained_at", "training_rows", "library_versions")}
-        detector.metadata_["version"] = model_store.model_version(path)
-        _warn_on_version_mismatch(metadata.get("library_versions", {}), metadata_path)
-        detector.model_ = _keras().models.load_model(model_path, compile=False)
-        # Compile the scorer now, so the first file scored is as fast as the rest.
-        detector._score_parts(np.zeros((1, detector.reference_.shape[1]), dtype=np.float32))
+        # Imported here: the model card builds on this module's threshold convention.
+        from app.utils.model_card import ModelCard
+
+        card = ModelCard.load(path)
+        detector = cls(encoding_dim=card.encoding_dim, threshold_percentile=card.threshold_percentile)
+        detector.preprocessor_ = card.preprocessor
+        detector.reference_ = card.reference_rows
+        detector.score_scales_ = card.score_scales
+        detector.training_scores_ = card.training_scores
+        detector.threshold_ = card.threshold
+        detector.history_ = card.history
+        detector.drift_reference_ = card.drift_reference
+        detector.metadata_ = {
+            "trained_at": card.trained_at,
+            "training_rows": card.training_rows,
+            "library_versions": card.library_versions,
+            "version": card.version,
+        }
+        _warn_on_version_mismatch(card.library_versions, card.metadata_path)
+        detector.model_ = _keras().models.load_model(card.model_path, compile=False)
+        # Compile both scorers for both block sizes now, so the first file scored is as fast as the rest.
+        for details in (False, True):
+            for block_size in (SCORING_BLOCK, TAIL_BLOCK):
+                detector._score_parts(np.zeros((block_size, card.reference_rows.shape[1]), np.float32), details=details)
         return detector
+
+
+def threshold_at_percentile(training_scores: np.ndarray, percentile: float) -> float:
+    """The score convention's threshold: ``percentile`` of the stored training scores (0 < percentile < 100)."""
+    if not 0 < percentile < 100:
+        raise ValueError("threshold percentile must be between 0 and 100 (exclusive)")
+    return float(np.percentile(training_scores, percentile))
+
+
+def describe_model(
+    preprocessor: TablePreprocessor,
+    *,
+    threshold: float,
+    threshold_percentile: float,
+    encoding_dim: int,
+    facts: dict[str, Any],
+) -> dict[str, Any]:
+    """What a user needs to know about a model, for ``model_info`` and ``ModelCard.info`` alike.
+
+    ``facts`` holds what training recorded: ``trained_at``, ``training_rows``, ``version``, ``library_versions``.
+    """
+    return {
+        "feature_names": preprocessor.input_columns,
+        "dropped_columns": dict(preprocessor.dropped_columns_),
+        "threshold": threshold,
+        "threshold_percentile": threshold_percentile,
+        "encoding_dim": encoding_dim,
+        "trained_at": facts.get("trained_at"),
+        "training_rows": facts.get("training_rows"),
+        "version": facts.get("version"),
+        "library_versions": facts.get("library_versions", {}),
+    }
+
+
+def _scoring_blocks(n_rows: int) -> list[tuple[int, int, int]]:
+    """(first row, rows, block size) for each block that covers ``n_rows`` rows: whole blocks, then the rest."""
+    blocks = []
+    start = 0
+    while start < n_rows:
+        rest = n_rows - start
+        block_size = TAIL_BLOCK if rest <= MAX_TAIL_BLOCKS * TAIL_BLOCK else SCORING_BLOCK
+        blocks.append((start, min(rest, block_size), block_size))
+        start += block_size
+    return blocks
 
 
 def _sorted_sample(values: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

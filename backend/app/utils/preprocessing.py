@@ -3,6 +3,11 @@
 Fitted once on the training data and stored with the model, so scoring a new file encodes it exactly as
 the training file was encoded. Every encoded feature belongs to one input column (``feature_columns``),
 which is how reconstruction errors are traced back to the columns that explain an anomaly.
+
+Encoding is two steps. ``parse`` reads each input column once into plain arrays (numbers as float64, text as
+codes into its distinct values, dates as minute of the day and weekday); ``encode`` writes those arrays into one
+preallocated float32 matrix. The drift statistics (``app.utils.drift``) count the same parsed arrays, so
+watching for drift costs no second pass over the table.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -26,7 +33,12 @@ MAX_DISTINCT_SHARE_FOR_TEXT = 0.5
 PARSE_SHARE = 0.95
 # Scaled values are clipped here so a wild value (1e300, a typo) stays finite in float32 yet stands out.
 SCALED_LIMIT = 1e4
+# What a missing text cell is encoded as: an ordinary value, frequent enough in some columns to be kept.
+MISSING_TEXT = "(missing)"
 _ID_NAME = re.compile(r"(^|[_\s-])(id|uuid|guid|key)$|^(index|row|row_?num(ber)?)$", re.IGNORECASE)
+_MINUTES_PER_DAY = 24 * 60
+# 1970-01-01, day 0 of numpy's calendar, was a Thursday (Monday is 0).
+_EPOCH_WEEKDAY = 3
 
 
 class ColumnMismatchError(ValueError):
@@ -40,6 +52,7 @@ class NumericColumn:
     The flag feature is there even when training had no gaps, so a gap at scoring time raises the score.
     """
 
+    kind: ClassVar[str] = "numeric"
     name: str
     center: float
     scale: float
@@ -48,17 +61,41 @@ class NumericColumn:
         """Encoded features: the scaled value and the missing flag."""
         return 2
 
+    def parse(self, series: pd.Series) -> ParsedNumbers:
+        """The column's cells as numbers (numbers written as text are read; anything else is missing)."""
+        return ParsedNumbers(self, _as_float(series))
+
 
 @dataclass
 class CategoricalColumn:
     """A text or boolean column: one feature per frequent value plus one for anything else."""
 
+    kind: ClassVar[str] = "categorical"
     name: str
     categories: list[str]
 
     def width(self) -> int:
         """Encoded features: one per frequent value, one for anything else."""
         return len(self.categories) + 1
+
+    def parse(self, series: pd.Series) -> ParsedText:
+        """The column's cells as codes into its distinct values, compared as text, and each value's feature."""
+        codes, distinct = _factorize_text(series)
+        return ParsedText(self, codes, distinct, self.category_codes(distinct))
+
+    def category_codes(self, values: np.ndarray) -> np.ndarray:
+        """The feature of each of ``values``: its index among the categories, or the last ("other") feature."""
+        codes = self._category_index.get_indexer(values)
+        return np.where(codes < 0, len(self.categories), codes)
+
+    @cached_property
+    def missing_feature(self) -> int:
+        """The feature of a missing cell: the kept value "(missing)" if training had enough of them, else other."""
+        return int(self.category_codes(np.array([MISSING_TEXT], dtype=object))[0])
+
+    @cached_property
+    def _category_index(self) -> pd.Index:
+        return pd.Index(self.categories)
 
 
 @dataclass
@@ -69,6 +106,7 @@ class DatetimeColumn:
     date would make every new row look anomalous.
     """
 
+    kind: ClassVar[str] = "datetime"
     name: str
     date_format: str | None
     cycles: list[str]
@@ -77,9 +115,123 @@ class DatetimeColumn:
         """Encoded features: sine and cosine per cycle, and the missing flag."""
         return 2 * len(self.cycles) + 1
 
+    def parse(self, series: pd.Series) -> ParsedDates:
+        """The column's dates as wall-clock minute of the day and weekday; text is read with the training format.
+
+        Text dates are parsed once per distinct value (exports repeat them a lot), with the format found at
+        training; for a column trained on real dates, with the format pandas finds in the first one.
+        """
+        if pd.api.types.is_datetime64_any_dtype(series):
+            stamps = series
+        elif _holds_only_text(series):
+            codes, distinct = pd.factorize(series)
+            parsed = _as_datetime(pd.Series(distinct, dtype=object), self.date_format)
+            minutes = np.append(_minutes_since_epoch(parsed), np.datetime64("NaT", "m").view(np.int64))[codes]
+            return ParsedDates.from_minutes(self, minutes)
+        else:
+            stamps = _as_datetime(series, self.date_format)
+        return ParsedDates.from_minutes(self, _minutes_since_epoch(stamps))
+
 
 Column = NumericColumn | CategoricalColumn | DatetimeColumn
+COLUMN_KINDS: dict[str, type[Column]] = {kind.kind: kind for kind in (NumericColumn, CategoricalColumn, DatetimeColumn)}
 _CYCLE_PERIODS = {"hour": 24.0, "weekday": 7.0}
+_CYCLE_STEPS = {"hour": _MINUTES_PER_DAY, "weekday": 7}
+
+
+@dataclass(frozen=True)
+class ParsedNumbers:
+    """A numeric column's cells as float64: NaN or an infinity where a cell is missing or unreadable."""
+
+    column: NumericColumn
+    values: np.ndarray
+
+    @cached_property
+    def missing(self) -> np.ndarray:
+        """Where a cell is missing, unreadable or infinite (all imputed with the median and flagged)."""
+        return ~np.isfinite(self.values)
+
+    def encode(self, out: np.ndarray) -> None:
+        """Write the scaled value and the missing flag into ``out`` (2 features x rows)."""
+        missing = self.missing
+        scaled = (self.values - self.column.center) / self.column.scale
+        scaled[missing] = 0.0  # imputed with the median
+        np.clip(scaled, -SCALED_LIMIT, SCALED_LIMIT, out=out[0])
+        out[1] = missing
+
+
+@dataclass(frozen=True)
+class ParsedText:
+    """A text column's cells as ``codes`` into ``distinct`` (its distinct values as text), -1 where missing.
+
+    ``features`` holds each distinct value's feature (``CategoricalColumn.category_codes``): values are mapped
+    once per distinct value, never per cell.
+    """
+
+    column: CategoricalColumn
+    codes: np.ndarray
+    distinct: np.ndarray
+    features: np.ndarray
+
+    @property
+    def missing(self) -> np.ndarray:
+        """Where a cell is empty."""
+        return self.codes < 0
+
+    def encode(self, out: np.ndarray) -> None:
+        """Write the one-hot features into ``out`` (width features x rows): one feature per row is 1."""
+        # Appending the missing cell's feature lets code -1 (missing) pick it like any other code.
+        features = np.append(self.features, self.column.missing_feature)[self.codes]
+        np.equal(np.arange(self.column.width())[:, None], features[None, :], out=out)
+
+
+@dataclass(frozen=True)
+class ParsedDates:
+    """A date column as wall-clock ``minute_of_day`` and ``weekday`` (Monday 0); both 0 where ``missing``."""
+
+    column: DatetimeColumn
+    minute_of_day: np.ndarray
+    weekday: np.ndarray
+    missing: np.ndarray
+
+    @classmethod
+    def from_minutes(cls, column: DatetimeColumn, minutes: np.ndarray) -> ParsedDates:
+        """From minutes since 1970-01-01 (int64, NaT's value where there is no date)."""
+        missing = minutes == np.datetime64("NaT", "m").view(np.int64)
+        minutes = np.where(missing, 0, minutes)
+        days = minutes // _MINUTES_PER_DAY
+        return cls(column, minutes - days * _MINUTES_PER_DAY, (days + _EPOCH_WEEKDAY) % 7, missing)
+
+    def step(self, cycle: str) -> np.ndarray:
+        """Each date's step in ``cycle``: its minute of the day (0-1439) or its weekday (0-6)."""
+        return self.minute_of_day if cycle == "hour" else self.weekday
+
+    def position(self, cycle: str) -> np.ndarray:
+        """The position in ``cycle``: the hour of the day with minutes as a fraction, or the weekday."""
+        return _cycle_position(self.step(cycle), cycle)
+
+    def encode(self, out: np.ndarray) -> None:
+        """Write sine and cosine per cycle (0 if the date is missing) and the missing flag into ``out``."""
+        for index, cycle in enumerate(self.column.cycles):
+            # A cycle has few steps (1,440 minutes, 7 days): sine and cosine are looked up, not computed per row;
+            # the table's last entry, 0, is a missing date's.
+            angle = 2 * np.pi * _cycle_position(np.arange(_CYCLE_STEPS[cycle]), cycle)
+            angle /= _CYCLE_PERIODS[cycle]
+            steps = np.where(self.missing, _CYCLE_STEPS[cycle], self.step(cycle))
+            out[2 * index] = np.append(np.sin(angle), 0.0)[steps]
+            out[2 * index + 1] = np.append(np.cos(angle), 0.0)[steps]
+        out[-1] = self.missing
+
+
+ParsedColumn = ParsedNumbers | ParsedText | ParsedDates
+
+
+@dataclass(frozen=True)
+class ParsedTable:
+    """A table's input columns parsed once, in the preprocessor's column order."""
+
+    rows: int
+    columns: list[ParsedColumn]
 
 
 @dataclass
@@ -97,20 +249,40 @@ class TablePreprocessor:
 
     def fit(self, frame: pd.DataFrame) -> TablePreprocessor:
         """Decide each column's encoding from ``frame``; columns that carry no signal are dropped with a reason."""
-        self.columns_, self.dropped_columns_ = [], {}
+        columns, dropped = [], {}
         frame = frame.set_axis(normalize_column_names(frame.columns), axis=1)
         for name in frame.columns:
             column, reason = _fit_column(name, frame[name])
             if column is None:
-                self.dropped_columns_[name] = reason
+                dropped[name] = reason
             else:
-                self.columns_.append(column)
-        if not self.columns_:
+                columns.append(column)
+        if not columns:
             raise ValueError(
                 "No usable feature column: every column is empty, constant, an identifier or free text "
-                f"({', '.join(f'{name}: {why}' for name, why in self.dropped_columns_.items())})."
+                f"({', '.join(f'{name}: {why}' for name, why in dropped.items())})."
             )
-        self.feature_columns_ = np.repeat(np.arange(len(self.columns_)), [column.width() for column in self.columns_])
+        return self._set_columns(columns, dropped)
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The fitted encoding as builtins, for ``metadata.pkl``."""
+        return {
+            "columns": [{"kind": column.kind, **asdict(column)} for column in self.columns_],
+            "dropped_columns": dict(self.dropped_columns_),
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> TablePreprocessor:
+        """The encoding ``to_metadata`` stored."""
+        columns = []
+        for spec in metadata["columns"]:
+            fields = {key: value for key, value in spec.items() if key != "kind"}
+            columns.append(COLUMN_KINDS[spec["kind"]](**fields))
+        return cls()._set_columns(columns, dict(metadata["dropped_columns"]))
+
+    def _set_columns(self, columns: list[Column], dropped: dict[str, str]) -> TablePreprocessor:
+        self.columns_, self.dropped_columns_ = columns, dropped
+        self.feature_columns_ = np.repeat(np.arange(len(columns)), [column.width() for column in columns])
         return self
 
     def missing_columns(self, columns: Iterable[object]) -> list[str]:
@@ -147,12 +319,30 @@ class TablePreprocessor:
             return column.categories[best] if best < len(column.categories) else None
         return None
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """Encode ``frame`` (any column order, extra columns ignored) as a float32 matrix."""
+    def parse(self, frame: pd.DataFrame) -> ParsedTable:
+        """Read ``frame``'s input columns (any column order, extra columns ignored), each once."""
         self.check_columns(frame.columns)
         frame = frame.set_axis(normalize_column_names(frame.columns), axis=1)
-        blocks = [_transform_column(column, frame[column.name]) for column in self.columns_]
-        return np.ascontiguousarray(np.column_stack(blocks), dtype=np.float32)
+        return ParsedTable(len(frame), [column.parse(frame[column.name]) for column in self.columns_])
+
+    def encode(self, table: ParsedTable) -> np.ndarray:
+        """The float32 matrix (rows x features) of a parsed table.
+
+        Each column writes its features into one preallocated feature-major matrix, where a feature's values
+        are contiguous (writing them into a row-major matrix strides through all of it once per feature, about
+        30 times slower); one transposing copy then gives the row-major matrix the model reads.
+        """
+        by_feature = np.empty((len(self.feature_columns_), table.rows), dtype=np.float32)
+        start = 0
+        for parsed in table.columns:
+            stop = start + parsed.column.width()
+            parsed.encode(by_feature[start:stop])
+            start = stop
+        return np.ascontiguousarray(by_feature.T)
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Encode ``frame`` (any column order, extra columns ignored) as a float32 matrix."""
+        return self.encode(self.parse(frame))
 
 
 def _fit_column(name: str, series: pd.Series) -> tuple[Column | None, str]:
@@ -208,26 +398,50 @@ def _fit_numeric(name: str, series: pd.Series) -> NumericColumn:
 
 
 def _fit_categorical(name: str, series: pd.Series) -> CategoricalColumn:
-    counts = series.fillna("(missing)").astype(str).value_counts()
+    counts = series.fillna(MISSING_TEXT).astype(str).value_counts()
     frequent = counts[counts >= max(2, 0.001 * len(series))].index[:MAX_CATEGORIES]
     return CategoricalColumn(name, [str(value) for value in frequent])
 
 
 def _fit_datetime(name: str, series: pd.Series, date_format: str | None) -> tuple[Column | None, str]:
-    stamps = _as_datetime(series, date_format)
-    cycles = [cycle for cycle in _CYCLE_PERIODS if _cycle_position(stamps, cycle).dropna().nunique() > 1]
-    if not cycles:
+    column = DatetimeColumn(name, date_format, list(_CYCLE_PERIODS))
+    parsed = column.parse(series)
+    observed = ~parsed.missing
+    column.cycles = [cycle for cycle in _CYCLE_PERIODS if np.unique(parsed.position(cycle)[observed]).size > 1]
+    if not column.cycles:
         return None, "date without a time of day or weekday pattern"
-    return DatetimeColumn(name, date_format, cycles), ""
+    return column, ""
 
 
 def _guess_date_format(text: pd.Series) -> str | None:
     sample = text.head(200)
-    date_format = pd.tseries.api.guess_datetime_format(str(sample.iloc[0]))
+    with warnings.catch_warnings():
+        # Pandas warns that a day-first format was guessed without dayfirst=True: the check below settles it.
+        warnings.simplefilter("ignore", UserWarning)
+        date_format = pd.tseries.api.guess_datetime_format(str(sample.iloc[0]))
     if date_format is None:
         return None
     parsed = pd.to_datetime(sample, format=date_format, errors="coerce")
     return date_format if parsed.notna().mean() >= PARSE_SHARE else None
+
+
+def _holds_only_text(series: pd.Series) -> bool:
+    """Whether every non-empty cell is a str (a text dtype, or an object column of str)."""
+    if isinstance(series.dtype, pd.StringDtype):
+        return True
+    return series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty")
+
+
+def _factorize_text(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's code into the column's distinct values as text (-1 where empty), and those values."""
+    if _holds_only_text(series):
+        codes, distinct = pd.factorize(series)
+    else:
+        # Cells that are equal as Python objects can differ as text (1, 1.0 and True): compare them as text.
+        missing = series.isna().to_numpy()
+        codes, distinct = pd.factorize(series.astype(object).where(~missing, MISSING_TEXT).astype(str))
+        codes[missing] = -1
+    return codes, np.asarray(distinct, dtype=object)
 
 
 def _as_float(series: pd.Series) -> np.ndarray:
@@ -244,31 +458,15 @@ def _as_datetime(series: pd.Series, date_format: str | None) -> pd.Series:
         return pd.to_datetime(series, format=date_format, errors="coerce")
 
 
-def _cycle_position(stamps: pd.Series, cycle: str) -> pd.Series:
+def _cycle_position(steps: np.ndarray, cycle: str) -> np.ndarray:
     if cycle == "hour":
-        return stamps.dt.hour + stamps.dt.minute / 60.0
-    return stamps.dt.day_of_week.astype("float64")
+        return steps // 60 + (steps % 60) / 60.0
+    return steps.astype(np.float64)
 
 
-def _transform_column(column: Column, series: pd.Series) -> np.ndarray:
-    if isinstance(column, NumericColumn):
-        values = _as_float(series)
-        missing = ~np.isfinite(values)
-        scaled = np.clip(
-            (np.where(missing, column.center, values) - column.center) / column.scale, -SCALED_LIMIT, SCALED_LIMIT
-        )
-        return np.column_stack([scaled, missing])
-    if isinstance(column, CategoricalColumn):
-        codes = pd.Index(column.categories).get_indexer(series.fillna("(missing)").astype(str))
-        # Code -1 (a value not among the frequent ones, or never seen) lands in the last, "other" feature.
-        one_hot = np.zeros((len(series), column.width()), dtype=np.float32)
-        one_hot[np.arange(len(series)), np.where(codes < 0, column.width() - 1, codes)] = 1.0
-        return one_hot
-    stamps = _as_datetime(series, column.date_format)
-    parts = []
-    for cycle in column.cycles:
-        angle = 2 * np.pi * _cycle_position(stamps, cycle).to_numpy(dtype=np.float64, na_value=np.nan)
-        angle /= _CYCLE_PERIODS[cycle]
-        parts += [np.nan_to_num(np.sin(angle)), np.nan_to_num(np.cos(angle))]
-    parts.append(stamps.isna().to_numpy(dtype=np.float64))
-    return np.column_stack(parts)
+def _minutes_since_epoch(stamps: pd.Series) -> np.ndarray:
+    """Wall-clock minutes since 1970-01-01 (a time zone's own clock for zone-aware dates), NaT's value if none."""
+    if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+        stamps = stamps.dt.tz_localize(None)
+    minutes: np.ndarray = np.asarray(stamps.to_numpy()).astype("datetime64[m]").view(np.int64)
+    return minutes

@@ -1,7 +1,8 @@
-"""Saving and loading: atomic writes, a refused tampered pickle, version warnings, re-thresholding."""
+"""Saving and loading: atomic writes, a refused tampered pickle, version warnings, re-thresholding, old models."""
 
 from __future__ import annotations
 
+import io
 import pickle
 import shutil
 from pathlib import Path
@@ -12,6 +13,9 @@ import pytest
 
 from app.utils import model_store
 from app.utils.anomaly_detector import TabularAnomalyDetector
+from app.utils.sample_data import make_normal_transactions
+from app.utils.table_reader import read_table
+from tests.detector.mixed_tables import MODEL_BEFORE_DRIFT, mixed_scoring_frame
 
 
 class _RunsCode:
@@ -124,3 +128,77 @@ def test_the_training_report_is_written_beside_the_model(saved_model_dir: Path):
     report = saved_model_dir / model_store.REPORT_FILENAME
 
     assert report.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- models saved by earlier versions, drift statistics and deterministic scores -------------------------------
+
+
+def test_a_model_saved_before_drift_statistics_scores_as_it_did():
+    """The version before this one scored these rows; its model still loads and gives the same scores."""
+    detector = TabularAnomalyDetector.load(MODEL_BEFORE_DRIFT / "AutoEncoder")
+    frame = mixed_scoring_frame()
+    csv = io.BytesIO()
+    frame.to_csv(csv, index=False)
+
+    np.testing.assert_allclose(detector.decision_function(frame), np.load(MODEL_BEFORE_DRIFT / "scores.npy"), rtol=1e-5)
+    np.testing.assert_allclose(
+        detector.decision_function(read_table(csv.getvalue(), "rows.csv")),
+        np.load(MODEL_BEFORE_DRIFT / "scores_from_csv.npy"),
+        rtol=1e-5,
+    )
+
+
+def test_a_model_without_drift_statistics_reports_drift_unavailable_and_still_scores():
+    detector = TabularAnomalyDetector.load(MODEL_BEFORE_DRIFT / "AutoEncoder")
+    frame = mixed_scoring_frame()
+    drift = detector.drift_accumulator()
+
+    details = detector.score_details(frame, drift=drift)
+    report = drift.report()
+
+    np.testing.assert_allclose(details.scores, np.load(MODEL_BEFORE_DRIFT / "scores.npy"), rtol=1e-5)
+    assert (report.available, report.verdict) == (False, "unavailable")
+    assert report.reason == (
+        "the model was trained before drift statistics were recorded: retrain it to get drift reports"
+    )
+
+
+def test_drift_statistics_are_saved_with_the_model(
+    trained_detector: TabularAnomalyDetector, saved_model_dir: Path, training_frame: pd.DataFrame
+):
+    loaded = TabularAnomalyDetector.load(saved_model_dir)
+    trained, reloaded = trained_detector.drift_accumulator(), loaded.drift_accumulator()
+
+    trained_detector.score_details(training_frame, drift=trained)
+    loaded.score_details(training_frame, drift=reloaded)
+
+    assert loaded.drift_reference_ is not None and loaded.drift_reference_.rows == len(training_frame)
+    assert reloaded.report().to_dict() == trained.report().to_dict()
+    assert reloaded.report().verdict == "fits"
+
+
+def test_drift_counted_while_scoring_equals_drift_counted_alone(
+    trained_detector: TabularAnomalyDetector, fresh_rows: pd.DataFrame
+):
+    while_scoring, alone = trained_detector.drift_accumulator(), trained_detector.drift_accumulator()
+    shifted = fresh_rows.assign(value2=fresh_rows["value2"] * 3)
+
+    trained_detector.score_details(shifted, drift=while_scoring)
+    alone.add(shifted)
+
+    assert while_scoring.report().to_dict() == alone.report().to_dict()
+    assert while_scoring.report().flagged_columns == ["value2"]
+
+
+def test_scores_do_not_depend_on_how_rows_are_split_into_chunks(trained_detector: TabularAnomalyDetector):
+    """Whole scoring blocks, small tail blocks and a padded block all give a row the same score."""
+    rows = make_normal_transactions(20_000, seed=21)
+    whole = trained_detector.decision_function(rows)
+
+    for chunk in (7_000, 2_500, 999):
+        pieces = [
+            trained_detector.decision_function(rows.iloc[start : start + chunk]) for start in range(0, 20_000, chunk)
+        ]
+        np.testing.assert_array_equal(np.concatenate(pieces), whole)
+    np.testing.assert_array_equal(trained_detector.decision_function(rows), whole)
+    np.testing.assert_array_equal(trained_detector.score_details(rows).scores, whole)

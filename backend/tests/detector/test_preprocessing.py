@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from app.utils import model_store
 from app.utils.anomaly_detector import TabularAnomalyDetector
-from app.utils.preprocessing import TablePreprocessor
+from app.utils.preprocessing import CategoricalColumn, DatetimeColumn, ParsedDates, TablePreprocessor
+from app.utils.table_reader import read_table
+from tests.detector.mixed_tables import MODEL_BEFORE_DRIFT, mixed_scoring_frame
 
 
 def test_a_category_never_seen_in_training_raises_the_row_score(
@@ -105,3 +110,67 @@ def test_names_equal_once_stripped_stay_two_columns(training_frame: pd.DataFrame
     preprocessor = TablePreprocessor().fit(frame)
 
     assert {"value1", "value1.1"} <= set(preprocessor.input_columns)
+
+
+# --- one parse, one preallocated matrix: the same matrix the earlier, column-stacking version gave --------------
+
+
+@pytest.mark.parametrize("source", ["frame", "csv"])
+def test_the_encoding_is_the_matrix_an_earlier_version_gave(source: str):
+    """Every column kind (numbers with gaps, infinities and text numbers; text with unseen values and gaps; dates
+    as real dates and as text, unreadable ones; booleans with gaps), encoded by the version before this one."""
+    preprocessor = TablePreprocessor.from_metadata(
+        model_store.load_metadata(MODEL_BEFORE_DRIFT / "AutoEncoder" / "metadata.pkl")
+    )
+    frame = mixed_scoring_frame()
+    if source == "csv":
+        csv = io.BytesIO()
+        frame.to_csv(csv, index=False)
+        frame = read_table(csv.getvalue(), "rows.csv")
+    expected = np.load(MODEL_BEFORE_DRIFT / ("encoded.npy" if source == "frame" else "encoded_from_csv.npy"))
+
+    encoded = preprocessor.transform(frame)
+
+    assert {column.kind for column in preprocessor.columns_} == {"numeric", "categorical", "datetime"}
+    assert encoded.dtype == np.float32 and encoded.flags.c_contiguous
+    np.testing.assert_array_equal(encoded, expected)
+
+
+def test_text_dates_are_read_with_the_format_found_in_training():
+    """03/04 is the 3rd of April for a column trained on day-first dates, though it could be read month first."""
+    training = pd.DataFrame({"booked": [f"{day:02d}/04/2025 {day % 12 + 8}:30" for day in range(13, 31)] * 10})
+    preprocessor = TablePreprocessor().fit(training)
+
+    parsed = preprocessor.parse(pd.DataFrame({"booked": ["03/04/2025 10:30", "03/04/2025 10:30", None]})).columns[0]
+
+    assert preprocessor.columns_[0].date_format == "%d/%m/%Y %H:%M"
+    assert isinstance(parsed, ParsedDates)
+    assert parsed.weekday.tolist()[:2] == [3, 3]  # Thursday, 3 April 2025 (4 March was a Tuesday)
+    assert parsed.minute_of_day.tolist()[:2] == [630, 630]
+    assert parsed.missing.tolist() == [False, False, True]
+
+
+def test_dates_far_from_1970_and_in_a_time_zone_are_placed_by_their_own_clock():
+    stamps = pd.Series(pd.to_datetime(["1912-06-23 23:59:59", "1969-12-31 00:01:00", "2250-01-01 12:00:00", None]))
+    zoned = pd.Series(pd.to_datetime(["2025-03-30 01:30", "2025-03-30 03:30"])).dt.tz_localize("Europe/Paris")
+    column = DatetimeColumn("when", None, ["hour", "weekday"])
+
+    for series in (stamps, zoned):
+        parsed = column.parse(series)
+        observed = series.notna().to_numpy()
+        np.testing.assert_array_equal(
+            parsed.position("hour")[observed], (series.dt.hour + series.dt.minute / 60)[observed]
+        )
+        np.testing.assert_array_equal(parsed.weekday[observed], series.dt.day_of_week[observed])
+
+
+def test_mixed_cells_in_a_text_column_are_compared_as_text():
+    """1, 1.0 and True are equal as Python values but are three different values in a spreadsheet column."""
+    column = CategoricalColumn("flag", ["1", "1.0", "True"])
+
+    parsed = column.parse(pd.Series([1, 1.0, True, None, "1"], dtype=object))
+    encoded = np.empty((column.width(), 5), dtype=np.float32)
+    parsed.encode(encoded)
+
+    assert encoded.argmax(axis=0).tolist() == [0, 1, 2, 3, 0]  # the gap: "other", as "(missing)" is not kept
+    assert parsed.missing.tolist() == [False, False, False, True, False]
