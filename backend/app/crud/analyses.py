@@ -58,9 +58,11 @@ class Analysis:
     error: str | None = None
     scores_file_id: str | None = None
     top_columns_file_id: str | None = None
+    drift_file_id: str | None = None
     feature_names: list[str] = field(default_factory=list)
     # The attempt whose anomaly pages are the analysis's results (set when it completes).
     results_attempt: int | None = None
+    # The drift report's summary (verdict, shifted columns, advice); the whole report is in its file.
     drift: dict[str, Any] | None = None
     # The model's held-out training scores at percentiles 0, 0.1, ..., 100: turns a score into a percentile.
     training_score_quantiles: list[float] = field(default_factory=list)
@@ -68,7 +70,8 @@ class Analysis:
     @property
     def file_ids(self) -> list[str]:
         """The analysis's result files in GridFS (none before it is analysed)."""
-        return [file_id for file_id in (self.scores_file_id, self.top_columns_file_id) if file_id is not None]
+        files = (self.scores_file_id, self.top_columns_file_id, self.drift_file_id)
+        return [file_id for file_id in files if file_id is not None]
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,9 @@ class ResultsRecord:
     timings: dict[str, float]
     scores_file_id: str
     top_columns_file_id: str
+    drift_file_id: str
     feature_names: list[str]
-    drift: dict[str, Any] | None
+    drift: dict[str, Any]
     training_score_quantiles: list[float]
 
 
@@ -116,6 +120,7 @@ def _analysis(document: dict[str, Any]) -> Analysis:
         error=document.get("error"),
         scores_file_id=_optional_id(document.get("scores_file_id")),
         top_columns_file_id=_optional_id(document.get("top_columns_file_id")),
+        drift_file_id=_optional_id(document.get("drift_file_id")),
         feature_names=list(document.get("feature_names") or []),
         results_attempt=document.get("results_attempt"),
         drift=document.get("drift"),
@@ -301,6 +306,7 @@ async def complete(
                 "timings": results.timings,
                 "scores_file_id": ObjectId(results.scores_file_id),
                 "top_columns_file_id": ObjectId(results.top_columns_file_id),
+                "drift_file_id": ObjectId(results.drift_file_id),
                 "feature_names": results.feature_names,
                 "results_attempt": attempt,
                 "drift": results.drift,

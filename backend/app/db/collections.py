@@ -21,8 +21,6 @@ USERS = "users"
 DATASETS = "datasets"
 # Analyses (jobs and their state); the stored name is older than the code's word for them.
 ANALYSES = "analysis_sessions"
-# The full drift report of an analysed analysis, one document each (its summary is in the analysis).
-DRIFT_REPORTS = "drift_reports"
 # Anomalies of an analysed session, highest score first, up to ANOMALY_PAGE_SIZE items and ANOMALY_PAGE_BYTES
 # of BSON to a document (a wide table's rows fill a page sooner), each page knowing the rank of its first item.
 ANOMALY_PAGES = "anomaly_pages"
@@ -47,7 +45,8 @@ WORKERS = "workers"
 JOB_SIGNALS = "job_signals"
 JOB_SIGNALS_BYTES = 1 << 20
 
-# GridFS buckets: uploaded files and their parsed tables; score arrays of analyses; users' model files.
+# GridFS buckets: uploaded files and their parsed tables; score arrays and drift reports of analyses; users'
+# model files.
 UPLOADS_BUCKET = "uploads"
 RESULTS_BUCKET = "results"
 MODELS_BUCKET = "models"
@@ -73,7 +72,6 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("owner_id", ASCENDING), ("status", ASCENDING)], name="owner_in_progress"),
         IndexModel([("model_version_id", ASCENDING), ("status", ASCENDING)], name="model_version_in_use"),
     ],
-    DRIFT_REPORTS: [IndexModel([("session_id", ASCENDING)], name="analysis")],
     TRAININGS: [
         # At most one running training per owner: a second claim for the same owner fails atomically.
         IndexModel(

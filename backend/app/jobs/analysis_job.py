@@ -225,6 +225,9 @@ class AnalysisJob:
             arrays = await analysis_results.write_arrays(
                 database, self.analysis.id, attempt=self.attempt, scores=scored.scores, top_columns=scored.top_columns
             )
+            drift_file_id = await analysis_results.write_drift(
+                database, self.analysis.id, attempt=self.attempt, report=scored.drift.to_dict()
+            )
             await self._store_pages(detector, table, scored, progress)
             timings.lap("store")
             record = ResultsRecord(
@@ -234,8 +237,9 @@ class AnalysisJob:
                 timings=timings.total(),
                 scores_file_id=arrays.scores_file_id,
                 top_columns_file_id=arrays.top_columns_file_id,
+                drift_file_id=drift_file_id,
                 feature_names=scored.feature_names,
-                drift=None,
+                drift=scoring.drift_summary(scored.drift),
                 training_score_quantiles=scoring.training_score_quantiles(detector),
             )
             completed = await analyses.complete(

@@ -37,6 +37,7 @@ from app.schemas.anomaly import (
     AnalyzeResponse,
     AnomalyPageOut,
     DatasetOut,
+    DriftOut,
     FeedbackOut,
     LabelOut,
     LabelRequest,
@@ -191,6 +192,19 @@ async def score_histogram(
     """How the scores of all rows are distributed, with the threshold: bin edges and a row count per bin."""
     histogram = await analysis.score_histogram(database, dataset, bins, scale)
     return ScoreHistogramOut.model_validate(histogram, from_attributes=True)
+
+
+@router.get("/datasets/{dataset_id}/drift", responses=errors.responses(NotFoundError, AnalysisNotReadyError))
+async def dataset_drift(
+    dataset: OwnedDataset,
+    database: DatabaseDep,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> DriftOut:
+    """Whether the rows still fit the model's training data: the verdict, and per column the PSI, the share of
+    values never seen in training and the change in missing rate, with bars for a chart (shifted columns first)."""
+    report = await analysis.drift_report(database, dataset, limit=limit, offset=offset)
+    return DriftOut.model_validate(report, from_attributes=True)
 
 
 @router.get(

@@ -201,3 +201,45 @@ class FeedbackOut(BaseModel):
     precision: float | None = Field(description="Of the flagged rows that are labelled, the share labelled anomaly.")
     suggestion: SuggestionOut | None
     advice: str
+
+
+class DriftBinOut(BaseModel):
+    """One bar of a column's drift chart: a bin's share of the training rows and of the analysed rows."""
+
+    histogram: str = Field(description="values, hour of day or weekday (a date column has both), or missing.")
+    label: str
+    reference_share: float
+    observed_share: float
+
+
+class ColumnDriftOut(BaseModel):
+    """How one column of the analysed rows compares with the training rows."""
+
+    name: str
+    kind: str = Field(description="numeric, categorical or datetime.")
+    psi: float = Field(description="Population stability index (0.1: moderate shift, 0.25: major).")
+    unseen_share: float = Field(description="Share of rows with a value no training row had.")
+    missing_rate: float
+    reference_missing_rate: float
+    missing_rate_change: float
+    level: Literal["none", "moderate", "major"]
+    flagged: bool = Field(description="Shifted: past the PSI cut-off and unlikely to be chance at this many rows.")
+    bins: list[DriftBinOut]
+
+
+class DriftOut(BaseModel):
+    """Whether the analysed data still fits the model's training data: a verdict and every column's figures."""
+
+    session_id: str
+    available: bool
+    verdict: Literal["fits", "shifted", "unavailable"]
+    reason: str | None = Field(description="Why drift is unavailable (a model trained before drift statistics).")
+    advice: str | None
+    summary: str
+    rows: int
+    reference_rows: int
+    flagged_columns: list[str]
+    total_columns: int
+    offset: int
+    limit: int
+    columns: list[ColumnDriftOut] = Field(description="The shifted columns first, then by PSI.")

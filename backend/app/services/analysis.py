@@ -32,6 +32,7 @@ from app.services import datasets as dataset_service
 from app.services.export_pool import ExportSlot
 from app.services.feedback import LabelFilter
 from app.services.model_registry import ModelRegistry
+from app.utils.drift import DriftReport
 
 # Equal requests racing each other settle within a couple of rounds; more means something is wrong.
 QUEUE_ATTEMPTS = 5
@@ -289,6 +290,51 @@ async def score_histogram(database: Database, dataset: Dataset, bins: int, scale
         threshold=analysis.threshold,
         row_count=int(counts.sum()),
         anomaly_count=analysis.anomaly_count or 0,
+    )
+
+
+@dataclass(frozen=True)
+class DriftView:
+    """A page of the drift report of the dataset's latest analysis: the shifted columns first."""
+
+    session_id: str
+    available: bool
+    verdict: str
+    reason: str | None
+    advice: str | None
+    summary: str
+    rows: int
+    reference_rows: int
+    flagged_columns: list[str]
+    total_columns: int
+    offset: int
+    limit: int
+    columns: list[dict[str, Any]]
+
+
+async def drift_report(database: Database, dataset: Dataset, *, limit: int, offset: int) -> DriftView:
+    """How the analysed rows compare with the model's training rows, column by column (shifted ones first)."""
+    analysis = await dataset_service.analysed(database, dataset)
+    report = await analysis_results.read_drift(database, analysis)
+    if report is None:
+        report = DriftReport.unavailable(
+            "this analysis was made before drift reports were computed: analyze the dataset again (force) to get one"
+        ).to_dict()
+    columns = sorted(report["columns"], key=lambda column: (not column["flagged"], -column["psi"]))
+    return DriftView(
+        session_id=analysis.id,
+        available=report["available"],
+        verdict=report["verdict"],
+        reason=report["reason"],
+        advice=report["advice"],
+        summary=report["summary"],
+        rows=report["rows"],
+        reference_rows=report["reference_rows"],
+        flagged_columns=report["flagged_columns"],
+        total_columns=len(columns),
+        offset=offset,
+        limit=limit,
+        columns=columns[offset : offset + limit],
     )
 
 

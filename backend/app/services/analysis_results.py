@@ -1,19 +1,23 @@
-"""The stored results of analyses: per-row arrays in GridFS, and the one path that deletes results.
+"""The stored results of analyses: per-row arrays and the drift report in GridFS, and the one path that deletes
+results.
 
 Each analysed row has a float64 score and an int32 top column (the column that contributed most, as an index
-into the analysis's ``feature_names``; -1 for none), stored as two little-endian GridFS files per analysis.
-The job worker writes them (tagged with its attempt), the results API reads them, and ``delete`` removes an
-analysis's results wherever they are: arrays, anomaly pages and drift reports, of every attempt.
+into the analysis's ``feature_names``; -1 for none), stored as two little-endian GridFS files per analysis; the
+drift report (every column of the model, which can be thousands) is a JSON file beside them. The job worker
+writes them (tagged with its attempt), the results API reads them, and ``delete`` removes an analysis's results
+wherever they are: files and anomaly pages, of every attempt.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from app.crud import anomaly_pages, drift_reports, files
+from app.crud import anomaly_pages, files
 from app.crud.analyses import Analysis
 from app.db.collections import RESULTS_BUCKET, Database
 
@@ -55,6 +59,21 @@ async def write_arrays(
     return StoredArrays(scores_file_id, top_columns_file_id)
 
 
+async def write_drift(database: Database, analysis_id: str, *, attempt: int, report: dict[str, Any]) -> str:
+    """Store an attempt's full drift report (JSON); the file's id."""
+    content = json.dumps(report, separators=(",", ":")).encode("utf-8")
+    metadata = {ANALYSIS_KEY: analysis_id, ATTEMPT_KEY: attempt}
+    return await files.store(database, RESULTS_BUCKET, f"{analysis_id}.drift.json", content, metadata)
+
+
+async def read_drift(database: Database, analysis: Analysis) -> dict[str, Any] | None:
+    """The analysis's full drift report, if it has one (analyses stored before drift reports have none)."""
+    if analysis.drift_file_id is None:
+        return None
+    report: dict[str, Any] = json.loads(await files.read(database, RESULTS_BUCKET, analysis.drift_file_id))
+    return report
+
+
 async def read_scores(database: Database, analysis: Analysis) -> np.ndarray:
     """Every row's score, in the table's row order."""
     if analysis.scores_file_id is None:
@@ -83,17 +102,15 @@ async def delete_other_attempts(database: Database, analysis: Analysis) -> None:
     if attempt is None:
         return
     await anomaly_pages.delete_other_attempts(database, analysis.id, kept_attempt=attempt)
-    await drift_reports.delete_other_attempts(database, analysis.id, kept_attempt=attempt)
     await files.delete_where(database, RESULTS_BUCKET, {ANALYSIS_KEY: analysis.id, ATTEMPT_KEY: {"$ne": attempt}})
 
 
 async def delete(database: Database, analyses: Iterable[Analysis]) -> None:
-    """Remove every result of these analyses: arrays (by reference and by tag), pages and drift reports."""
+    """Remove every result of these analyses: files (by reference and by tag) and pages."""
     doomed = list(analyses)
     ids = [analysis.id for analysis in doomed]
     if not ids:
         return
     await anomaly_pages.delete_for_analyses(database, ids)
-    await drift_reports.delete_for_analyses(database, ids)
     await files.delete(database, RESULTS_BUCKET, [file_id for analysis in doomed for file_id in analysis.file_ids])
     await files.delete_where(database, RESULTS_BUCKET, {ANALYSIS_KEY: {"$in": ids}})

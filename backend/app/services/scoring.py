@@ -7,15 +7,18 @@ memory is bounded by the chunk and batch sizes whatever the number of rows or an
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from app.services.table_snapshot import TableSnapshot, json_value
 from app.utils.anomaly_detector import TabularAnomalyDetector
+from app.utils.drift import DriftReport
+
+logger = logging.getLogger(__name__)
 
 # Rows scored at a time: bounds the detector's per-chunk arrays (per-column errors, reconstruction).
 SCORING_CHUNK_ROWS = 20_000
@@ -23,6 +26,8 @@ SCORING_CHUNK_ROWS = 20_000
 ANOMALY_BATCH_ROWS = 5_000
 # The columns named in an anomaly's top_features.
 TOP_FEATURES = 3
+# Shifted columns an analysis's status names (the drift report has them all).
+DRIFT_SUMMARY_COLUMNS = 20
 # The model's training-score distribution an analysis keeps: its value at every 0.1 percentile.
 QUANTILE_STEPS = 1000
 # Text longer than this is cut in an anomaly's stored ``values`` (the download still has it whole), so no row,
@@ -32,12 +37,13 @@ MAX_STORED_CELL_CHARS = 500
 
 @dataclass(frozen=True)
 class ScoredRows:
-    """Every row's score and top column, and the anomalous rows ranked."""
+    """Every row's score and top column, the anomalous rows ranked, and how the rows drifted from training."""
 
     scores: np.ndarray  # float64, one per row: the detector's anomaly score
     top_columns: np.ndarray  # int32, one per row: index into feature_names of the top column; -1 for none
     ranking: np.ndarray  # int64 row numbers of the anomalies, highest score first, equal scores in row order
     feature_names: list[str]
+    drift: DriftReport
 
 
 def score_rows(
@@ -45,28 +51,45 @@ def score_rows(
     table: TableSnapshot,
     threshold: float,
     *,
-    on_chunk: Callable[[pd.DataFrame], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> ScoredRows:
-    """Score every row of ``table`` and rank those above ``threshold``.
+    """Score every row of ``table``, rank those above ``threshold`` and report the drift from the training rows.
 
-    ``on_chunk`` sees each decoded chunk (the drift report accumulates from it); ``on_progress`` is told the share
-    of rows scored so far (0 to 1) after each chunk, and may raise to stop the work.
+    ``on_progress`` is told the share of rows scored so far (0 to 1) after each chunk, and may raise to stop the
+    work. The drift is counted from the same parse as the scores; a report that cannot be made says why instead
+    of failing the analysis.
     """
     scores = np.empty(table.row_count, dtype=np.float64)
     top_columns = np.empty(table.row_count, dtype=np.int32)
+    drift = detector.drift_accumulator()
     for chunk in table.chunks(SCORING_CHUNK_ROWS):
         start = chunk.index.start
-        details = detector.score_details(chunk)
+        details = detector.score_details(chunk, drift=drift)
         stop = start + len(details.scores)
         scores[start:stop] = details.scores
         column_errors = details.column_errors
         top_columns[start:stop] = np.where(column_errors.sum(axis=1) > 0, column_errors.argmax(axis=1), -1)
-        if on_chunk is not None:
-            on_chunk(chunk)
         if on_progress is not None:
             on_progress(stop / table.row_count)
-    return ScoredRows(scores, top_columns, rank_anomalies(scores, threshold), detector.feature_names)
+    try:
+        report = drift.report()
+    except Exception as error:  # drift describes the data; it must never cost the user the analysis
+        logger.exception("The drift report could not be made")
+        report = DriftReport.unavailable(f"the drift report could not be computed ({type(error).__name__})")
+    return ScoredRows(scores, top_columns, rank_anomalies(scores, threshold), detector.feature_names, report)
+
+
+def drift_summary(report: DriftReport) -> dict[str, Any]:
+    """What an analysis's status says of its drift: the verdict, the shifted columns (the first few) and advice."""
+    return {
+        "available": report.available,
+        "verdict": report.verdict,
+        "reason": report.reason,
+        "advice": report.advice,
+        "summary": report.summary,
+        "shifted_columns": report.flagged_columns[:DRIFT_SUMMARY_COLUMNS],
+        "shifted_count": len(report.flagged_columns),
+    }
 
 
 def rank_anomalies(scores: np.ndarray, threshold: float) -> np.ndarray:
