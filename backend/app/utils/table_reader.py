@@ -13,6 +13,7 @@ import io
 import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,7 +21,7 @@ import pandas as pd
 
 SUPPORTED_EXTENSIONS = (".csv", ".xlsx", ".xls")
 DEFAULT_CHUNK_ROWS = 100_000
-_SNIFF_BYTES = 64 * 1024
+CSV_SNIFF_BYTES = 64 * 1024
 _DELIMITERS = ",;\t|"
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 # Decompression-bomb limits for .xlsx (a zip of XML): real workbooks pack about 5-20x; a full sheet of
@@ -147,19 +148,54 @@ def _binary(source: Source, name: str) -> Iterator[BinaryIO]:
         yield io.BytesIO(source.read())
 
 
+@dataclass(frozen=True)
+class CsvFormat:
+    """How a CSV file is written: what ``read_csv`` needs to parse any part of it the way it parses the whole."""
+
+    encoding: str
+    delimiter: str
+
+    @property
+    def read_csv_options(self) -> dict[str, str]:
+        """The ``pandas.read_csv`` keyword arguments for this format."""
+        return {"sep": self.delimiter, "encoding": self.encoding}
+
+
+def sniff_csv_format(head: bytes, name: str) -> CsvFormat:
+    """The encoding and delimiter of a CSV file whose first ``CSV_SNIFF_BYTES`` bytes (or all, if fewer) are
+    ``head``; ``TableReadError`` for an empty or binary file."""
+    if not head.strip():
+        raise TableReadError(f"{Path(name).name!r} is empty: upload a file with a header row and data rows.")
+    encoding = _encoding(head)
+    if encoding != "utf-16" and b"\x00" in head:
+        raise TableReadError(f"{Path(name).name!r} is not a text CSV file: export the table as CSV and upload it.")
+    sample = head.decode(encoding, errors="ignore")
+    return CsvFormat(encoding, _sniff_delimiter(sample, complete=len(head) < CSV_SNIFF_BYTES))
+
+
+def parse_csv(content: bytes, name: str, csv_format: CsvFormat) -> pd.DataFrame:
+    """Parse CSV ``content`` (a header row, then any number of rows) written in ``csv_format``.
+
+    Unlike ``read_table`` it accepts a header without rows, so any slice of a file's rows after its header
+    reads as the same rows would in the whole file; and it refuses a first row longer than the header, which
+    ``read_csv`` would silently turn into an index (shifting every column of that slice).
+    """
+    frame = _parse_csv(lambda: pd.read_csv(io.BytesIO(content), **csv_format.read_csv_options), name)
+    if not isinstance(frame.index, pd.RangeIndex):
+        raise TableReadError(
+            f"{Path(name).name!r} could not be parsed as CSV (its rows have more fields than its header): "
+            "check its rows."
+        )
+    return _clean_columns(frame)
+
+
 @contextmanager
-def _csv_handle(source: Source, name: str) -> Iterator[tuple[BinaryIO, dict[str, Any]]]:
+def _csv_handle(source: Source, name: str) -> Iterator[tuple[BinaryIO, dict[str, str]]]:
     """The CSV's byte stream and the ``read_csv`` options (encoding, delimiter) sniffed from its start."""
     with _binary(source, name) as handle:
-        head = handle.read(_SNIFF_BYTES)
+        head = handle.read(CSV_SNIFF_BYTES)
         handle.seek(0)
-        if not head.strip():
-            raise TableReadError(f"{Path(name).name!r} is empty: upload a file with a header row and data rows.")
-        encoding = _encoding(head)
-        if encoding != "utf-16" and b"\x00" in head:
-            raise TableReadError(f"{Path(name).name!r} is not a text CSV file: export the table as CSV and upload it.")
-        sample = head.decode(encoding, errors="ignore")
-        yield handle, {"sep": _sniff_delimiter(sample, complete=len(head) < _SNIFF_BYTES), "encoding": encoding}
+        yield handle, sniff_csv_format(head, name).read_csv_options
 
 
 def _encoding(head: bytes) -> str:
