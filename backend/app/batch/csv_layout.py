@@ -1,0 +1,237 @@
+"""Where a CSV file's records end, found in one pass over its bytes without parsing it.
+
+A large CSV is scored in parallel by cutting its rows into slices that workers read independently: each reads
+the file's header record and one byte range, and parses them together with the file's own format (encoding,
+delimiter), so every slice's rows read exactly as in the whole file. A cut must fall between two records, never
+inside a quoted field that holds a line break, so the scan follows pandas' tokenizer (the C parser's default
+dialect): a ``"`` opens a quoted field only at the start of a field, ``""`` inside one is a literal quote, and
+a record ends at ``\\n``, ``\\r\\n`` or a lone ``\\r`` outside quotes. A quote anywhere else is literal text.
+
+The file is read in blocks; only the quotes go through a Python loop, so a file without quotes is scanned at
+NumPy speed. UTF-16 files are scanned by 16-bit code units (every character this scan looks for is one unit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from app.utils.table_reader import CsvFormat
+
+QUOTE, LF, CR, SPACE, TAB = ord('"'), ord("\n"), ord("\r"), ord(" "), ord("\t")
+SCAN_BLOCK_BYTES = 16 * 2**20
+_UTF16_LE_BOM, _UTF16_BE_BOM = b"\xff\xfe", b"\xfe\xff"
+
+
+@dataclass(frozen=True)
+class CsvSlice:
+    """Consecutive rows of a CSV file: its bytes from ``start`` to ``stop``, holding ``rows`` rows."""
+
+    start: int
+    stop: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """A CSV file's format, where its header record ends, and its rows cut into slices."""
+
+    csv_format: CsvFormat
+    header_stop: int  # the header is the file's bytes before this offset (a byte-order mark included)
+    slices: tuple[CsvSlice, ...]
+
+    @property
+    def rows(self) -> int:
+        """The rows after the header (blank lines are not rows, as in pandas)."""
+        return sum(part.rows for part in self.slices)
+
+
+def scan_csv(
+    handle: BinaryIO, csv_format: CsvFormat, slice_rows: int, block_bytes: int = SCAN_BLOCK_BYTES
+) -> CsvLayout:
+    """Read ``handle`` from its start; cut the rows after the header into slices of at most ``slice_rows``."""
+    if slice_rows < 1:
+        raise ValueError("slice_rows must be at least 1")
+    head = handle.read(2)
+    width, dtype, origin = 1, "u1", 0
+    if csv_format.encoding == "utf-16" and head in (_UTF16_LE_BOM, _UTF16_BE_BOM):
+        width, dtype, origin = 2, "<u2" if head == _UTF16_LE_BOM else ">u2", 2
+    scanner = _RecordScanner(ord(csv_format.delimiter))
+    builder = _SliceBuilder(slice_rows)
+    carry = head[origin:]
+    size = max(width, block_bytes - block_bytes % width)
+    while True:
+        block = handle.read(size)
+        final = not block
+        content = carry + block
+        usable = len(content) - len(content) % width
+        carry = content[usable:]
+        ends, blank = scanner.feed(np.frombuffer(content[:usable], dtype=dtype), final)
+        builder.add(origin + ends * width, blank)
+        if final:
+            return builder.layout(csv_format)
+
+
+class _RecordScanner:
+    """Finds record ends block by block, carrying the tokenizer's state (inside quotes or not) across blocks.
+
+    The last unit of a block is held back until the next block arrives, so every unit examined has the unit
+    after it at hand (``""`` and ``\\r\\n`` are decided by it).
+    """
+
+    def __init__(self, delimiter: int) -> None:
+        self.delimiter = delimiter
+        self.position = 0  # absolute index of the first unit not examined yet
+        self.previous = LF  # the unit before ``position``: the file's start counts as a line start
+        self.record_start = 0  # absolute index where the current record began
+        self.inside = False
+        self.skip_quote = False  # the next unit is the second quote of a ``""`` seen at the end of the last block
+        self.pending: np.ndarray = np.empty(0, dtype=np.uint8)
+        self.open_content = False  # whether the record not yet ended holds anything but blanks
+        self.eat_next = False  # whether pandas drops the delimiter the next record may begin with (see _blank)
+        self.blank_units = [unit for unit in (SPACE, TAB, CR, LF) if unit != delimiter]
+
+    def feed(self, block: np.ndarray, final: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The absolute ends (exclusive) of the records ``block`` completes, and which of them are blank."""
+        units = np.concatenate([self.pending.astype(block.dtype), block]) if len(self.pending) else block
+        limit = len(units) if final else max(len(units) - 1, 0)
+        examined = units[:limit]
+        following = np.append(units[1 : limit + 1], np.zeros(limit - len(units[1 : limit + 1]), units.dtype))
+        terminators = np.flatnonzero((examined == LF) | ((examined == CR) & (following != LF)))
+        opens, closes = self._quoted_spans(units, limit)
+        if len(opens):
+            span = np.searchsorted(opens, terminators, side="right") - 1
+            quoted = (span >= 0) & (terminators < closes[np.maximum(span, 0)])
+            terminators = terminators[~quoted]
+        ends = terminators + 1
+        if final and limit + self.position > self.record_start and (not len(ends) or ends[-1] != limit):
+            ends = np.append(ends, limit)  # the last record has no line break after it
+        blank = self._blank(units, ends, limit)
+        if limit:
+            self.previous = int(units[limit - 1])
+        self.pending = units[limit:].copy()
+        absolute = ends.astype(np.int64) + self.position
+        if len(absolute):
+            self.record_start = int(absolute[-1])
+        self.position += limit
+        return absolute, blank
+
+    def _blank(self, units: np.ndarray, ends: np.ndarray, limit: int) -> np.ndarray:
+        """Whether each record ending at ``ends`` (indices into ``units``) is blank, as pandas sees it.
+
+        A blank record holds nothing but spaces and tabs (unless the tab is the delimiter) before its line break;
+        pandas skips it. After a blank record ended by a lone ``\\r``, pandas' tokenizer also drops the next
+        record's leading delimiter, which can make that record blank too: followed here record by record.
+        """
+        content = np.concatenate([[0], np.cumsum(~np.isin(units[:limit], self.blank_units))])
+        first_start = self.record_start - self.position  # negative: the record began in an earlier block
+        starts = np.concatenate([[first_start], ends[:-1]]).astype(np.int64)
+        blank = content[ends] == content[np.maximum(starts, 0)]
+        lone_cr = units[np.maximum(ends - 1, 0)] == CR
+        if len(ends):
+            blank[0] &= not self.open_content
+        eating = [0] if len(ends) and self.eat_next and first_start == 0 else []
+        eating += (np.flatnonzero(blank[:-1] & lone_cr[:-1]) + 1).tolist()
+        checked: set[int] = set()
+        while eating:
+            record = eating.pop(0)
+            if record in checked:
+                continue
+            checked.add(record)
+            if units[starts[record]] == self.delimiter:
+                blank[record] = content[ends[record]] == content[starts[record] + 1]
+                if blank[record] and lone_cr[record] and record + 1 < len(ends):
+                    eating.insert(0, record + 1)
+        if len(ends):
+            open_start, open_eats, earlier_content = int(ends[-1]), bool(blank[-1] and lone_cr[-1]), False
+        else:
+            open_start, open_eats, earlier_content = first_start, self.eat_next, self.open_content
+        if open_start < limit:
+            skip = int(open_eats and open_start >= 0 and units[open_start] == self.delimiter)
+            self.open_content = earlier_content or bool(content[limit] > content[max(open_start, 0) + skip])
+            self.eat_next = False
+        else:
+            self.open_content, self.eat_next = False, open_eats
+        return blank
+
+    def _quoted_spans(self, units: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (open, close) indices of the quoted stretches in ``units[:limit]``, sorted.
+
+        A stretch already open when the block starts opens at -1; one still open at its end closes at
+        ``len(units)``.
+        """
+        quotes = np.flatnonzero(units[:limit] == QUOTE)
+        if not len(quotes):
+            if self.inside:
+                return np.array([-1]), np.array([len(units)])
+            return quotes, quotes
+        before = np.where(quotes > 0, units[np.maximum(quotes - 1, 0)], self.previous)
+        at_field_start = np.isin(before, (self.delimiter, LF, CR)).tolist()
+        after = quotes + 1
+        doubled = ((after < len(units)) & (units[np.minimum(after, len(units) - 1)] == QUOTE)).tolist()
+        opens: list[int] = [-1] if self.inside else []
+        closes: list[int] = []
+        inside, skip = self.inside, self.skip_quote and quotes[0] == 0
+        self.skip_quote = False
+        for index, quote in enumerate(quotes.tolist()):
+            if skip:
+                skip = False
+            elif not inside:
+                if at_field_start[index]:
+                    inside = True
+                    opens.append(quote)
+            elif doubled[index]:
+                skip = True
+                self.skip_quote = quote + 1 == limit
+            else:
+                inside = False
+                closes.append(quote)
+        if inside:
+            closes.append(len(units))
+        self.inside = inside
+        return np.asarray(opens, dtype=np.int64), np.asarray(closes, dtype=np.int64)
+
+
+class _SliceBuilder:
+    """Turns record ends into slices, keeping only the cuts (a file may have billions of records)."""
+
+    def __init__(self, slice_rows: int) -> None:
+        self.slice_rows = slice_rows
+        self.header_stop: int | None = None
+        self.cuts: list[int] = []
+        self.rows_in_slice: list[int] = []
+        self.open_rows = 0  # rows after the last cut
+        self.last_end = 0
+
+    def add(self, ends: np.ndarray, blank: np.ndarray) -> None:
+        if self.header_stop is None:
+            content = np.flatnonzero(~blank)
+            if not len(content):
+                return  # blank lines before the header
+            self.header_stop = int(ends[content[0]])
+            ends, blank = ends[content[0] + 1 :], blank[content[0] + 1 :]
+        row_ends = ends[~blank]
+        if not len(row_ends):
+            return
+        # Positions (1-based) of these rows within the open slice and the ones after it.
+        numbers = self.open_rows + np.arange(1, len(row_ends) + 1)
+        closing = row_ends[numbers % self.slice_rows == 0]
+        self.cuts.extend(closing.tolist())
+        self.rows_in_slice.extend([self.slice_rows] * len(closing))
+        self.open_rows = int(numbers[-1] % self.slice_rows)
+        self.last_end = int(row_ends[-1])
+
+    def layout(self, csv_format: CsvFormat) -> CsvLayout:
+        if self.header_stop is None:
+            raise ValueError("no header record")
+        cuts, rows = list(self.cuts), list(self.rows_in_slice)
+        if self.open_rows:
+            cuts.append(self.last_end)
+            rows.append(self.open_rows)
+        if not cuts:
+            return CsvLayout(csv_format, header_stop=self.header_stop, slices=())
+        starts = [self.header_stop, *cuts[:-1]]
+        slices = tuple(CsvSlice(start, stop, count) for start, stop, count in zip(starts, cuts, rows, strict=True))
+        return CsvLayout(csv_format, header_stop=self.header_stop, slices=slices)
