@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +26,7 @@ from app.batch.inputs import FilePlan, InputFile, Partition, find_inputs, plan_f
 from app.batch.model import ModelDescription, ModelLocation, ModelPlugin, describe_model, find_model
 from app.batch.output import check_output, conform_part, make_readable, unified_schema, write_summary
 from app.batch.progress import ProgressLine
-from app.batch.scoring import PartitionResult, peak_memory_mb, score_partition
+from app.batch.scoring import PartitionResult, score_partition, worker_report
 from app.core.config import get_settings
 from app.services.results_export import RESULT_COLUMNS
 from app.utils.model_store import write_atomically
@@ -181,8 +180,8 @@ class _ScoringRun:
                 f"besides {self.description.version}): run again once it is no longer being replaced."
             )
         columns = self._conform(staging, results)
-        memory = self.cluster.client.run(peak_memory_mb)
-        self.summary = self._summary(results, columns, memory, output=output, seconds=time.perf_counter() - started)
+        reports = self.cluster.client.run(worker_report, self.plugin_name)
+        self.summary = self._summary(results, columns, reports, output=output, seconds=time.perf_counter() - started)
         self.summary["scoring_seconds"] = round(scoring_seconds, 3)
         self.summary["rows_per_second"] = round(self.summary["rows"] / scoring_seconds) if scoring_seconds else None
         write_summary(staging, self.summary)
@@ -225,19 +224,16 @@ class _ScoringRun:
         return [{"name": field.name, "type": str(field.type)} for field in schema]
 
     def _summary(
-        self, results: list[PartitionResult], columns: list[dict[str, str]], memory: dict[str, float], *,
-        output: Path, seconds: float,
+        self, results: list[PartitionResult], columns: list[dict[str, str]], reports: dict[str, dict[str, float]],
+        *, output: Path, seconds: float,
     ) -> dict[str, Any]:  # fmt: skip
         rows = sum(result.rows for result in results)
         anomalies = sum(result.anomalies for result in results)
-        by_worker: dict[str, dict[str, Any]] = defaultdict(lambda: {"partitions": 0, "rows": 0, "model_loads": 0})
+        by_worker = {address: {"partitions": 0, "rows": 0, **report} for address, report in sorted(reports.items())}
         for result in results:
-            worker = by_worker[result.worker]
+            worker = by_worker.setdefault(result.worker, {"partitions": 0, "rows": 0})  # one gone since
             worker["partitions"] += 1
             worker["rows"] += result.rows
-            worker["model_loads"] = max(worker["model_loads"], result.model_loads)
-        for address, worker in by_worker.items():
-            worker["peak_memory_mb"] = round(memory.get(address, 0.0), 1)
         return {
             "rows": rows,
             "anomalies": anomalies,
@@ -261,8 +257,8 @@ class _ScoringRun:
             "partition_rows": self.options.partition_rows,
             "scheduler": self.cluster.scheduler,
             "workers": self.cluster.workers,
-            "model_loads": sum(worker["model_loads"] for worker in by_worker.values()),
-            "by_worker": dict(sorted(by_worker.items())),
+            "model_loads": sum(report["model_loads"] for report in reports.values()),
+            "by_worker": by_worker,
             "seconds": round(seconds, 3),
             "output": str(output),
             "columns": columns,

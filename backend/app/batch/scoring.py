@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 from distributed import get_worker
 
 from app.batch.inputs import Partition, read_partition
-from app.batch.model import worker_model
+from app.batch.model import ModelPlugin, worker_model
 from app.services.results_export import RESULT_COLUMNS
 
 
@@ -33,7 +34,6 @@ class PartitionResult:
     part: str | None  # the part's file name in the output folder (None: the partition had no rows)
     schema: pa.Schema | None
     worker: str
-    model_loads: int  # the worker's loads of the model so far: 1 once it has one
     model_version: str
     seconds: float
 
@@ -72,7 +72,6 @@ def score_partition(partition: Partition, *, plugin_name: str, threshold: float,
         part=name,
         schema=table.schema if name else None,
         worker=get_worker().address,
-        model_loads=model.loads,
         model_version=str(detector.model_info["version"]),
         seconds=time.perf_counter() - started,
     )
@@ -93,7 +92,12 @@ def with_results(table: pa.Table, scores: np.ndarray, flagged: np.ndarray, top: 
     return table.replace_schema_metadata(None)
 
 
-def peak_memory_mb() -> float:
-    """This process's peak resident memory so far, in MB (run on each worker at the end of a run)."""
+def worker_report(plugin_name: str, dask_worker: Any) -> dict[str, float]:
+    """What a worker says at the end of a run (through ``Client.run``): its loads of the run's model and its
+    process's peak resident memory so far, in MB."""
+    plugin = dask_worker.plugins.get(plugin_name)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+    return {
+        "model_loads": plugin.loads if isinstance(plugin, ModelPlugin) else 0,
+        "peak_memory_mb": round(peak / 2**20 if sys.platform == "darwin" else peak / 1024, 1),
+    }

@@ -181,7 +181,7 @@ def parse_csv(content: bytes, name: str, csv_format: CsvFormat) -> pd.DataFrame:
     ``read_csv`` would silently turn into an index (shifting every column of that slice).
     """
     frame = _parse_csv(lambda: pd.read_csv(io.BytesIO(content), **csv_format.read_csv_options), name)
-    if not isinstance(frame.index, pd.RangeIndex):
+    if not frame.index.equals(pd.RangeIndex(len(frame))):
         raise TableReadError(
             f"{Path(name).name!r} could not be parsed as CSV (its rows have more fields than its header): "
             "check its rows."
