@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench.py [--rows 50000] [--runs 3]
 
 Runs, in this order and on one model: the detector alone (``detector_speed``), the API end to end
-(``api_speed``), the seed's paths (``seed_paths``) and the large file (``big_file``); then prints one Markdown
+(``api_speed``), the seed's paths (``seed_paths``), the large file (``big_file``) and batch scoring on Dask
+(``batch_speed``: 10,000,000 rows, the longest part); then prints one Markdown
 table with the speedups over the seed's paths, and writes it to ``benchmarks/results/bench.md`` and a bar chart
 of upload-to-analyzed times to ``benchmarks/results/bench.png``.
 """
@@ -14,6 +15,7 @@ import argparse
 from pathlib import Path
 
 import api_speed
+import batch_speed
 import big_file
 import detector_speed
 import seed_paths
@@ -60,6 +62,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--big-rows", type=int, default=1_000_000)
     parser.add_argument("--big-xlsx-rows", type=int, default=200_000)
+    parser.add_argument("--batch-rows", type=int, default=10_000_000)
+    parser.add_argument("--batch-memory-rows", type=int, default=2_000_000)
     arguments = parser.parse_args()
 
     model_dir = train_model("bench-model-")
@@ -67,6 +71,9 @@ def main() -> None:
     api = api_speed.measure(arguments.rows, arguments.runs, model_dir)
     seed = seed_paths.measure(arguments.rows, arguments.runs, model_dir)
     big = big_file.measure(arguments.big_rows, arguments.runs, model_dir, arguments.big_xlsx_rows)
+    batch = batch_speed.measure(
+        arguments.batch_rows, arguments.runs, model_dir, memory_rows=arguments.batch_memory_rows
+    )
     ours_csv, ours_xlsx = api[0], api[1]
     naive_csv, naive_xlsx, training = seed
     speedups = [
@@ -74,7 +81,7 @@ def main() -> None:
         ratio("speedup over the naive seed path, XLSX", naive_xlsx, ours_xlsx),
         ratio("speedup over training per upload, CSV", training, ours_csv),
     ]
-    figures = api + seed + speedups + detector + big
+    figures = api + seed + speedups + detector + big + batch
     report = figures_table(f"## `make bench` ({arguments.rows:,} rows x 20 columns unless named)", figures)
     write_report(report, RESULTS_DIR / "bench.md")
     chart([ours_csv, ours_xlsx, naive_csv, naive_xlsx, training], RESULTS_DIR / "bench.png")

@@ -23,7 +23,14 @@ from distributed import Future, as_completed
 from app.batch.cluster import Cluster, dask_cluster
 from app.batch.errors import BatchInputError
 from app.batch.inputs import FilePlan, InputFile, Partition, find_inputs, plan_file
-from app.batch.model import ModelDescription, ModelLocation, ModelPlugin, describe_model, find_model
+from app.batch.model import (
+    ModelDescription,
+    ModelLocation,
+    ModelPlugin,
+    describe_model,
+    find_model,
+    load_model_here,
+)
 from app.batch.output import check_output, conform_part, make_readable, unified_schema, write_summary
 from app.batch.progress import ProgressLine
 from app.batch.scoring import PartitionResult, score_partition, worker_report
@@ -71,8 +78,9 @@ def run_batch(options: BatchOptions, progress: ProgressLine) -> dict[str, Any]:
             partitions = _numbered(plans)
             progress.note(
                 f"{sum(part.rows for part in partitions):,} rows in {len(partitions):,} partition(s); loading "
-                f"model {model.name!r} and checking every file's columns..."
+                f"model {model.name!r} on every worker and checking every file's columns..."
             )
+            _load_everywhere(cluster, plugin.name)
             description = _checked_model(cluster, plugin.name, plans, options.threshold_percentile)
             run = _ScoringRun(cluster, plugin.name, model, description, plans, partitions, options, progress)
             write_atomically(output, lambda staging: run.write(staging, output=output, started=started))
@@ -130,6 +138,21 @@ def _numbered(plans: list[FilePlan]) -> list[Partition]:
     if not partitions:
         raise BatchInputError("The inputs hold no data rows: check that the files have rows after their header.")
     return [replace(part, index=index) for index, part in enumerate(partitions)]
+
+
+def _load_everywhere(cluster: Cluster, plugin_name: str) -> None:
+    """Wait until every worker has loaded the model (each started as the plugin reached it), so scoring starts
+    on all of them at once and its timing is the scoring's alone.
+
+    One task per worker, asked of that worker; another may run it if that worker has left meanwhile (it then
+    only waits for its own model), so a worker leaving never leaves a task waiting for it forever.
+    """
+    token = secrets.token_hex(4)
+    _gathered(cluster, [
+        cluster.client.submit(load_model_here, plugin_name, workers=[address], allow_other_workers=True,
+                              key=f"load-model-{index}-{token}")
+        for index, address in enumerate(cluster.client.scheduler_info()["workers"])
+    ])  # fmt: skip
 
 
 def _checked_model(

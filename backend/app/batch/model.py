@@ -132,6 +132,13 @@ def worker_model(plugin_name: str) -> ModelPlugin:
     return plugin
 
 
+def load_model_here(plugin_name: str) -> int:
+    """Wait until this worker has the run's model (a Dask task, one per worker); its loads so far."""
+    plugin = worker_model(plugin_name)
+    plugin.detector()
+    return plugin.loads
+
+
 @dataclass(frozen=True)
 class ModelDescription:
     """What the client needs to know of the model, learnt on a worker (the client never loads TensorFlow)."""
