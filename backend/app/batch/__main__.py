@@ -73,9 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a model's name under MODELS_DIR, or a model folder (default: AUTOENCODER_MODEL_PATH's model)",
     )  # fmt: skip
     where = score.add_mutually_exclusive_group()
-    where.add_argument(
-        "--scheduler", metavar="ADDRESS", help="an existing Dask cluster's scheduler (tcp://host:8786)"
-    )
+    where.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask cluster's scheduler (tcp://host:8786)")
     where.add_argument(
         "--workers", type=_integer(1, MAX_LOCAL_WORKERS), metavar="N",
         help="worker processes of the local cluster (default: one per core, as memory allows)",

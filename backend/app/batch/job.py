@@ -216,9 +216,13 @@ class _ScoringRun:
         token = secrets.token_hex(4)
         futures = [
             client.submit(
-                score_partition, part, plugin_name=self.plugin_name, threshold=self.description.threshold,
-                staging=str(staging), key=f"score-{part.index}-{token}",
-            )  # fmt: skip
+                score_partition,
+                part,
+                plugin_name=self.plugin_name,
+                threshold=self.description.threshold,
+                staging=str(staging),
+                key=f"score-{part.index}-{token}",
+            )
             for part in self.partitions
         ]
         results: list[PartitionResult] = []
