@@ -17,9 +17,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from distributed import KilledWorker
+
 from app.batch.cluster import MAX_LOCAL_WORKERS
 from app.batch.errors import BatchInputError
-from app.batch.job import DEFAULT_PARTITION_ROWS, MAX_PARTITION_ROWS, BatchOptions, run_batch
+from app.batch.inputs import DEFAULT_PARTITION_ROWS, MAX_PARTITION_ROWS
+from app.batch.job import BatchOptions, run_batch
 from app.batch.output import SUMMARY_FILENAME
 from app.batch.progress import ProgressLine
 
@@ -116,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: no output written", file=sys.stderr)
         return 130
+    except KilledWorker as error:
+        print(
+            f"error: workers kept dying while scoring ({error}); no output written. If they ran out of memory, "
+            "lower --partition-rows or run fewer --workers.",
+            file=sys.stderr,
+        )
+        return 1
     except Exception as error:  # a worker lost for good, a filesystem failing: one line, never a half result
         print(f"error: the run failed ({type(error).__name__}: {error}); no output written", file=sys.stderr)
         return 1

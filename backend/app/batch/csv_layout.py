@@ -48,10 +48,22 @@ class CsvLayout:
         return sum(part.rows for part in self.slices)
 
 
+class TooManySlicesError(ValueError):
+    """The file's rows make more slices than asked for at most (the scan stops there)."""
+
+
 def scan_csv(
-    handle: BinaryIO, csv_format: CsvFormat, slice_rows: int, block_bytes: int = SCAN_BLOCK_BYTES
+    handle: BinaryIO,
+    csv_format: CsvFormat,
+    slice_rows: int,
+    *,
+    max_slices: int | None = None,
+    block_bytes: int = SCAN_BLOCK_BYTES,
 ) -> CsvLayout:
-    """Read ``handle`` from its start; cut the rows after the header into slices of at most ``slice_rows``."""
+    """Read ``handle`` from its start; cut the rows after the header into slices of at most ``slice_rows``.
+
+    ``TooManySlicesError`` as soon as there are more than ``max_slices`` (a bound on what the layout holds).
+    """
     if slice_rows < 1:
         raise ValueError("slice_rows must be at least 1")
     head = handle.read(2)
@@ -59,7 +71,7 @@ def scan_csv(
     if csv_format.encoding == "utf-16" and head in (_UTF16_LE_BOM, _UTF16_BE_BOM):
         width, dtype, origin = 2, "<u2" if head == _UTF16_LE_BOM else ">u2", 2
     scanner = _RecordScanner(ord(csv_format.delimiter))
-    builder = _SliceBuilder(slice_rows)
+    builder = _SliceBuilder(slice_rows, max_slices)
     carry = head[origin:]
     size = max(width, block_bytes - block_bytes % width)
     while True:
@@ -197,8 +209,9 @@ class _RecordScanner:
 class _SliceBuilder:
     """Turns record ends into slices, keeping only the cuts (a file may have billions of records)."""
 
-    def __init__(self, slice_rows: int) -> None:
+    def __init__(self, slice_rows: int, max_slices: int | None) -> None:
         self.slice_rows = slice_rows
+        self.max_slices = max_slices
         self.header_stop: int | None = None
         self.cuts: list[int] = []
         self.rows_in_slice: list[int] = []
@@ -219,6 +232,8 @@ class _SliceBuilder:
         numbers = self.open_rows + np.arange(1, len(row_ends) + 1)
         closing = row_ends[numbers % self.slice_rows == 0]
         self.cuts.extend(closing.tolist())
+        if self.max_slices is not None and len(self.cuts) > self.max_slices:
+            raise TooManySlicesError(f"more than {self.max_slices:,} slices of {self.slice_rows:,} rows")
         self.rows_in_slice.extend([self.slice_rows] * len(closing))
         self.open_rows = int(numbers[-1] % self.slice_rows)
         self.last_end = int(row_ends[-1])

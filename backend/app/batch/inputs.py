@@ -21,13 +21,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from app.batch.csv_layout import scan_csv
+from app.batch.csv_layout import TooManySlicesError, scan_csv
 from app.batch.errors import BatchInputError
 from app.utils.table_reader import CSV_SNIFF_BYTES, CsvFormat, TableReadError, parse_csv, sniff_csv_format
 
 InputKind = Literal["csv", "parquet"]
 SUFFIXES: dict[str, InputKind] = {".csv": "csv", ".parquet": "parquet", ".parq": "parquet", ".pq": "parquet"}
 MAX_INPUT_FILES = 10_000
+DEFAULT_PARTITION_ROWS = 250_000
+MAX_PARTITION_ROWS = 1_000_000
+MAX_PARTITIONS = 100_000  # per run: each is a task, a part and a line of the summary
 # Rows decoded at a time when a partition is a slice of a larger Parquet row group.
 PARQUET_BATCH_ROWS = 65_536
 
@@ -149,11 +152,16 @@ def open_input(url: str) -> BinaryIO:
 
 
 def plan_file(source: InputFile, partition_rows: int) -> FilePlan:
-    """Read ``source``'s columns and cut its rows into partitions (a Dask task: CSV is read once, whole)."""
+    """Read ``source``'s columns and cut its rows into partitions (a Dask task: CSV is read once, whole).
+
+    ``BatchInputError`` when the file cannot be read, or makes more than ``MAX_PARTITIONS`` partitions.
+    """
     try:
         if source.kind == "parquet":
             return _plan_parquet(source, partition_rows)
         return _plan_csv(source, partition_rows)
+    except TooManySlicesError as error:
+        raise too_many_partitions(f"{source.url} makes", partition_rows) from error
     except TableReadError as error:
         raise BatchInputError(f"{source.url}: {error}") from error
     except (OSError, pa.ArrowException, ValueError) as error:
@@ -162,14 +170,26 @@ def plan_file(source: InputFile, partition_rows: int) -> FilePlan:
         ) from error
 
 
+def too_many_partitions(subject: str, partition_rows: int) -> BatchInputError:
+    """The error for inputs that would make more than ``MAX_PARTITIONS`` partitions (``subject``: "X makes")."""
+    return BatchInputError(
+        f"{subject} more than {MAX_PARTITIONS:,} partitions of {partition_rows:,} rows: raise "
+        f"--partition-rows (at most {MAX_PARTITION_ROWS:,}), or score the files in several runs."
+    )
+
+
 def _plan_parquet(source: InputFile, partition_rows: int) -> FilePlan:
     with open_input(source.url) as handle:
         metadata = pq.ParquetFile(handle).metadata
         columns = metadata.schema.to_arrow_schema().names
         group_rows = [metadata.row_group(group).num_rows for group in range(metadata.num_row_groups)]
+    if math.ceil(sum(group_rows) / partition_rows) > MAX_PARTITIONS:  # before listing them all
+        raise too_many_partitions(f"{source.url} makes", partition_rows)
     partitions = [
         Partition(0, source, first_row, rows) for first_row, rows in parquet_ranges(group_rows, partition_rows)
     ]
+    if len(partitions) > MAX_PARTITIONS:
+        raise too_many_partitions(f"{source.url} makes", partition_rows)
     return FilePlan(source, columns, sum(group_rows), partitions)
 
 
@@ -207,7 +227,7 @@ def _plan_csv(source: InputFile, partition_rows: int) -> FilePlan:
         head = handle.read(CSV_SNIFF_BYTES)
         csv_format = sniff_csv_format(head, source.url)
         handle.seek(0)
-        layout = scan_csv(handle, csv_format, partition_rows)
+        layout = scan_csv(handle, csv_format, partition_rows, max_slices=MAX_PARTITIONS)
         handle.seek(0)
         header = handle.read(layout.header_stop)
     columns = [str(name) for name in parse_csv(header, source.url, csv_format).columns]

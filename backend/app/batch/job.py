@@ -22,7 +22,16 @@ from distributed import Future, as_completed
 
 from app.batch.cluster import Cluster, dask_cluster
 from app.batch.errors import BatchInputError
-from app.batch.inputs import FilePlan, InputFile, Partition, find_inputs, plan_file
+from app.batch.inputs import (
+    DEFAULT_PARTITION_ROWS,
+    MAX_PARTITIONS,
+    FilePlan,
+    InputFile,
+    Partition,
+    find_inputs,
+    plan_file,
+    too_many_partitions,
+)
 from app.batch.model import (
     ModelDescription,
     ModelLocation,
@@ -37,10 +46,6 @@ from app.batch.scoring import PartitionResult, score_partition, worker_report
 from app.core.config import get_settings
 from app.services.results_export import RESULT_COLUMNS
 from app.utils.model_store import write_atomically
-
-DEFAULT_PARTITION_ROWS = 250_000
-MAX_PARTITION_ROWS = 1_000_000
-MAX_PARTITIONS = 100_000
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ def run_batch(options: BatchOptions, progress: ProgressLine) -> dict[str, Any]:
         try:
             progress.note(f"Reading the layout of {len(sources):,} input file(s) on {_where(cluster)}...")
             plans = _plan(cluster, sources, options.partition_rows)
-            partitions = _numbered(plans)
+            partitions = _numbered(plans, options.partition_rows)
             progress.note(
                 f"{sum(part.rows for part in partitions):,} rows in {len(partitions):,} partition(s); loading "
                 f"model {model.name!r} on every worker and checking every file's columns..."
@@ -128,13 +133,10 @@ def _plan(cluster: Cluster, sources: list[InputFile], partition_rows: int) -> li
     return plans
 
 
-def _numbered(plans: list[FilePlan]) -> list[Partition]:
+def _numbered(plans: list[FilePlan], partition_rows: int) -> list[Partition]:
     partitions = [part for plan in plans for part in plan.partitions]
     if len(partitions) > MAX_PARTITIONS:
-        raise BatchInputError(
-            f"The inputs make {len(partitions):,} partitions, more than {MAX_PARTITIONS:,}: raise --partition-rows "
-            f"(at most {MAX_PARTITION_ROWS:,})."
-        )
+        raise too_many_partitions("The inputs make", partition_rows)
     if not partitions:
         raise BatchInputError("The inputs hold no data rows: check that the files have rows after their header.")
     return [replace(part, index=index) for index, part in enumerate(partitions)]

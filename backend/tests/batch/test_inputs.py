@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from app.batch.errors import BatchInputError
-from app.batch.inputs import InputFile, find_inputs, parquet_ranges, plan_file, read_partition
+from app.batch.inputs import MAX_PARTITIONS, InputFile, find_inputs, parquet_ranges, plan_file, read_partition
 from tests.batch.support import transactions
 
 
@@ -104,3 +104,17 @@ def test_a_row_that_cannot_be_parsed_names_the_file_and_the_rows_of_its_partitio
     words = f"{data}/ragged.csv (rows 101-200): 'ragged.csv' could not be parsed"
     with pytest.raises(BatchInputError, match=re.escape(words)):
         read_partition(plan.partitions[1])
+
+
+@pytest.mark.parametrize("name", ["many.parquet", "many.csv"])
+def test_a_file_that_would_make_too_many_partitions_says_to_raise_partition_rows(tmp_path: Path, name: str) -> None:
+    frame = pd.DataFrame({"n": range(MAX_PARTITIONS + 1)})
+    if name.endswith(".csv"):
+        frame.to_csv(tmp_path / name, index=False)
+    else:
+        frame.to_parquet(tmp_path / name, row_group_size=1000)
+    source = find_inputs([str(tmp_path / name)])[0]
+    assert len(plan_file(source, partition_rows=2).partitions) == MAX_PARTITIONS // 2 + 1
+    words = f"{tmp_path / name} makes more than 100,000 partitions of 1 rows: raise --partition-rows"
+    with pytest.raises(BatchInputError, match=re.escape(words)):
+        plan_file(source, partition_rows=1)

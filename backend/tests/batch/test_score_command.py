@@ -103,7 +103,8 @@ def test_a_threshold_percentile_rethresholds_the_same_scores(
     batch: BatchCommand, scheduler_address: str, frame: pd.DataFrame, tmp_path: Path
 ) -> None:
     frame.to_parquet(tmp_path / "rows.parquet")
-    for name, extra in (("model", []), ("strict", ["--threshold-percentile", "99.5"])):
+    # The model named as it is under MODELS_DIR, then as the default (no --model), re-thresholded.
+    for name, extra in (("model", ["--model", "AutoEncoder"]), ("strict", ["--threshold-percentile", "99.5"])):
         outcome = batch.score("--input", tmp_path / "rows.parquet", "--output", tmp_path / name, *extra,
                               scheduler=scheduler_address)  # fmt: skip
         assert outcome.status == 0, outcome.stderr
