@@ -22,6 +22,8 @@ from app.utils.table_reader import CsvFormat
 
 QUOTE, LF, CR, SPACE, TAB = ord('"'), ord("\n"), ord("\r"), ord(" "), ord("\t")
 SCAN_BLOCK_BYTES = 16 * 2**20
+# Records starting with a blank character that are checked one by one; past this many in a block, at once.
+_RECORDS_CHECKED_ONE_BY_ONE = 256
 _UTF16_LE_BOM, _UTF16_BE_BOM = b"\xff\xfe", b"\xfe\xff"
 
 
@@ -110,8 +112,12 @@ class _RecordScanner:
         units = np.concatenate([self.pending.astype(block.dtype), block]) if len(self.pending) else block
         limit = len(units) if final else max(len(units) - 1, 0)
         examined = units[:limit]
-        following = np.append(units[1 : limit + 1], np.zeros(limit - len(units[1 : limit + 1]), units.dtype))
-        terminators = np.flatnonzero((examined == LF) | ((examined == CR) & (following != LF)))
+        terminators = np.flatnonzero(examined == LF)
+        carriages = np.flatnonzero(examined == CR)
+        if len(carriages):
+            after = carriages + 1
+            lone = (after >= len(units)) | (units[np.minimum(after, len(units) - 1)] != LF)
+            terminators = np.union1d(terminators, carriages[lone])
         opens, closes = self._quoted_spans(units, limit)
         if len(opens):
             span = np.searchsorted(opens, terminators, side="right") - 1
@@ -124,11 +130,14 @@ class _RecordScanner:
         if limit:
             self.previous = int(units[limit - 1])
         self.pending = units[limit:].copy()
-        absolute = ends.astype(np.int64) + self.position
+        absolute = ends.astype(np.int64, copy=False) + self.position
         if len(absolute):
             self.record_start = int(absolute[-1])
         self.position += limit
         return absolute, blank
+
+    def _only_blanks(self, units: np.ndarray) -> bool:
+        return bool(np.isin(units, self.blank_units).all())
 
     def _blank(self, units: np.ndarray, ends: np.ndarray, limit: int) -> np.ndarray:
         """Whether each record ending at ``ends`` (indices into ``units``) is blank, as pandas sees it.
@@ -136,14 +145,21 @@ class _RecordScanner:
         A blank record holds nothing but spaces and tabs (unless the tab is the delimiter) before its line break;
         pandas skips it. After a blank record ended by a lone ``\\r``, pandas' tokenizer also drops the next
         record's leading delimiter, which can make that record blank too: followed here record by record.
+        Only records that begin with a blank unit (or began in an earlier block) are looked at unit by unit.
         """
-        content = np.concatenate([[0], np.cumsum(~np.isin(units[:limit], self.blank_units))])
         first_start = self.record_start - self.position  # negative: the record began in an earlier block
-        starts = np.concatenate([[first_start], ends[:-1]]).astype(np.int64)
-        blank = content[ends] == content[np.maximum(starts, 0)]
+        starts = np.concatenate([[first_start], ends[:-1]]).astype(np.int64, copy=False)[: len(ends)]
+        blank = np.zeros(len(ends), dtype=bool)
+        maybe = np.flatnonzero(np.isin(units[np.maximum(starts, 0)], self.blank_units) | (starts < 0))
+        if len(maybe) > _RECORDS_CHECKED_ONE_BY_ONE:  # rows padded with spaces: count blanks over the block
+            content = np.concatenate([[0], np.cumsum(~np.isin(units[:limit], self.blank_units), dtype=np.int64)])
+            blank[maybe] = content[ends[maybe]] == content[np.maximum(starts[maybe], 0)]
+        else:
+            for record in maybe.tolist():
+                blank[record] = self._only_blanks(units[max(starts[record], 0) : ends[record]])
+        if len(ends) and first_start < 0 and self.open_content:
+            blank[0] = False
         lone_cr = units[np.maximum(ends - 1, 0)] == CR
-        if len(ends):
-            blank[0] &= not self.open_content
         eating = [0] if len(ends) and self.eat_next and first_start == 0 else []
         eating += (np.flatnonzero(blank[:-1] & lone_cr[:-1]) + 1).tolist()
         checked: set[int] = set()
@@ -153,7 +169,7 @@ class _RecordScanner:
                 continue
             checked.add(record)
             if units[starts[record]] == self.delimiter:
-                blank[record] = content[ends[record]] == content[starts[record] + 1]
+                blank[record] = self._only_blanks(units[starts[record] + 1 : ends[record]])
                 if blank[record] and lone_cr[record] and record + 1 < len(ends):
                     eating.insert(0, record + 1)
         if len(ends):
@@ -162,7 +178,7 @@ class _RecordScanner:
             open_start, open_eats, earlier_content = first_start, self.eat_next, self.open_content
         if open_start < limit:
             skip = int(open_eats and open_start >= 0 and units[open_start] == self.delimiter)
-            self.open_content = earlier_content or bool(content[limit] > content[max(open_start, 0) + skip])
+            self.open_content = earlier_content or not self._only_blanks(units[max(open_start, 0) + skip : limit])
             self.eat_next = False
         else:
             self.open_content, self.eat_next = False, open_eats
@@ -172,26 +188,60 @@ class _RecordScanner:
         """The (open, close) indices of the quoted stretches in ``units[:limit]``, sorted.
 
         A stretch already open when the block starts opens at -1; one still open at its end closes at
-        ``len(units)``.
+        ``len(units)``. Well-formed quoting (every field-opening quote at a field's start) is paired up at
+        NumPy speed; anything else goes through the tokenizer's rules quote by quote.
         """
         quotes = np.flatnonzero(units[:limit] == QUOTE)
+        if self.skip_quote and len(quotes) and quotes[0] == 0:
+            quotes = quotes[1:]  # the second quote of a ``""`` that straddled the blocks: a literal quote
+        self.skip_quote = False
         if not len(quotes):
             if self.inside:
                 return np.array([-1]), np.array([len(units)])
             return quotes, quotes
+        spans = self._paired_spans(units, limit, quotes)
+        return spans if spans is not None else self._tokenized_spans(units, limit, quotes)
+
+    def _at_field_start(self, units: np.ndarray, quotes: np.ndarray) -> np.ndarray:
+        """Whether each quote follows a delimiter or a line break (or the file's start)."""
         before = np.where(quotes > 0, units[np.maximum(quotes - 1, 0)], self.previous)
-        at_field_start = np.isin(before, (self.delimiter, LF, CR)).tolist()
+        return (before == self.delimiter) | (before == LF) | (before == CR)
+
+    def _paired_spans(self, units: np.ndarray, limit: int, quotes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Quotes taken in pairs, if that is what the tokenizer does with them; else ``None``.
+
+        Pairing is right when every quote that would open a field is at a field's start or is the second
+        quote of a ``""`` (whose two halves then close and reopen the field: no line break lies between them).
+        """
+        first_open = int(self.inside)  # inside a field already, the first quote closes it
+        opens, closes = quotes[first_open::2], quotes[1 - first_open :: 2]
+        previous_quote = np.concatenate([[-2], quotes[:-1]])[first_open::2]
+        if not np.all(self._at_field_start(units, opens) | (opens - 1 == previous_quote)):
+            return None
+        if self.inside:
+            opens = np.concatenate([[-1], opens])
+        self.inside = len(opens) > len(closes)
+        if not self.inside and closes[-1] == limit - 1 and limit < len(units) and units[limit] == QUOTE:
+            # The last quote is the first of a ``""``: the field goes on into the next block.
+            self.inside, self.skip_quote = True, True
+            closes = closes[:-1]
+        if self.inside:
+            closes = np.append(closes, len(units))
+        return opens.astype(np.int64, copy=False), closes.astype(np.int64, copy=False)
+
+    def _tokenized_spans(self, units: np.ndarray, limit: int, quotes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The tokenizer's rules, quote by quote: outside a field's start a quote is literal text."""
         after = quotes + 1
         doubled = ((after < len(units)) & (units[np.minimum(after, len(units) - 1)] == QUOTE)).tolist()
+        starts_field = self._at_field_start(units, quotes).tolist()
         opens: list[int] = [-1] if self.inside else []
         closes: list[int] = []
-        inside, skip = self.inside, self.skip_quote and quotes[0] == 0
-        self.skip_quote = False
+        inside, skip = self.inside, False
         for index, quote in enumerate(quotes.tolist()):
             if skip:
                 skip = False
             elif not inside:
-                if at_field_start[index]:
+                if starts_field[index]:
                     inside = True
                     opens.append(quote)
             elif doubled[index]:
