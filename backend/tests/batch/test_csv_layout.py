@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import random
 
@@ -80,6 +81,22 @@ def test_random_files_cut_at_any_block_size_read_like_the_whole_file() -> None:
             assert layout.rows == len(whole), content
             assert cells(joined).equals(cells(whole)), content
     assert compared > 150
+
+
+@pytest.mark.parametrize("quoting", [csv.QUOTE_MINIMAL, csv.QUOTE_ALL])
+def test_random_text_quoted_by_pandas_is_cut_only_between_rows(quoting: int) -> None:
+    # Well-formed quoting, with quotes, delimiters and line breaks inside fields: the fast path pairs the quotes.
+    rng = random.Random(quoting)
+    pieces = ["a", "é", ",", '"', "\n", "\r\n", "\r", " ", "1"]
+    for _ in range(60):
+        rows = rng.randint(1, 12)
+        texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))) for _ in range(rows)]
+        frame = pd.DataFrame({"text": texts, "n": range(rows)})
+        content = frame.to_csv(index=False, quoting=quoting, lineterminator=rng.choice(["\n", "\r\n"])).encode()
+        whole = read_table(content, "f.csv")
+        for block_bytes, slice_rows in ((2, 1), (5, 2), (1 << 16, 4)):
+            layout = scan_csv(io.BytesIO(content), CsvFormat("utf-8-sig", ","), slice_rows, block_bytes=block_bytes)
+            assert cells(pd.concat(slices_read(content, layout), ignore_index=True)).equals(cells(whole)), content
 
 
 def test_a_first_row_longer_than_the_header_is_refused_rather_than_read_as_an_index() -> None:
