@@ -2,8 +2,8 @@
 
 1. On the client, before any cluster exists: the model folder, the output folder and the input files.
 2. On the workers: each file's columns and partitions (a CSV file is scanned once, in parallel per file); then
-   one task loads the model and checks every file's columns against it, so a mismatch anywhere stops the run
-   before anything is scored.
+   every worker has the model loaded, and one task checks every file's columns against it, so a mismatch
+   anywhere stops the run before anything is scored.
 3. Every partition is a task that writes its own part into a temporary folder beside the output; then parts
    are brought to one schema, the summary is written, and the folder is swapped into place.
 """
@@ -206,9 +206,8 @@ class _ScoringRun:
             )
         columns = self._conform(staging, results)
         reports = self.cluster.client.run(worker_report, self.plugin_name)
-        self.summary = self._summary(results, columns, reports, output=output, seconds=time.perf_counter() - started)
-        self.summary["scoring_seconds"] = round(scoring_seconds, 3)
-        self.summary["rows_per_second"] = round(self.summary["rows"] / scoring_seconds) if scoring_seconds else None
+        seconds = time.perf_counter() - started
+        self.summary = self._summary(results, columns, reports, output=output, seconds=(seconds, scoring_seconds))
         write_summary(staging, self.summary)
 
     def _score(self, staging: Path) -> list[PartitionResult]:
@@ -254,8 +253,9 @@ class _ScoringRun:
 
     def _summary(
         self, results: list[PartitionResult], columns: list[dict[str, str]], reports: dict[str, dict[str, float]],
-        *, output: Path, seconds: float,
+        *, output: Path, seconds: tuple[float, float],
     ) -> dict[str, Any]:  # fmt: skip
+        """The summary; ``seconds``: the whole run's so far, and the scoring's."""
         rows = sum(result.rows for result in results)
         anomalies = sum(result.anomalies for result in results)
         by_worker = {address: {"partitions": 0, "rows": 0, **report} for address, report in sorted(reports.items())}
@@ -288,7 +288,9 @@ class _ScoringRun:
             "workers": self.cluster.workers,
             "model_loads": sum(report["model_loads"] for report in reports.values()),
             "by_worker": by_worker,
-            "seconds": round(seconds, 3),
+            "seconds": round(seconds[0], 3),
+            "scoring_seconds": round(seconds[1], 3),
+            "rows_per_second": round(rows / seconds[1]) if seconds[1] else None,
             "output": str(output),
             "columns": columns,
             "parts": [

@@ -94,7 +94,8 @@ class ModelPlugin(WorkerPlugin):
         threading.Thread(target=self._preload, name=f"{self.name}-load", daemon=True).start()
 
     def _preload(self) -> None:
-        with contextlib.suppress(BatchInputError):  # raised again to the first task that needs the model
+        # Whatever fails here fails again, with its message, in the first task that needs the model.
+        with contextlib.suppress(Exception):
             self.detector()
 
     def teardown(self, worker: Any) -> None:
@@ -128,7 +129,7 @@ def worker_model(plugin_name: str) -> ModelPlugin:
     """The run's plugin on the worker running the current task."""
     plugin = get_worker().plugins.get(plugin_name)
     if not isinstance(plugin, ModelPlugin):
-        raise RuntimeError(f"The worker has no plugin {plugin_name!r}: it joined after the run registered it.")
+        raise RuntimeError(f"The worker has no plugin {plugin_name!r}: the run that registered it has ended.")
     return plugin
 
 

@@ -105,8 +105,9 @@ def conform_part(path: str, schema: pa.Schema) -> None:
                 f"Column {field.name!r} is {column.type} in some inputs and {field.type} in others, and cannot be "
                 f"written as one column ({error}): make its type agree across the inputs."
             ) from error
-    pq.write_table(pa.Table.from_arrays(columns, schema=schema), f"{path}.tmp")
-    os.replace(f"{path}.tmp", path)
+    temporary = Path(path).with_name(f".{Path(path).name}.tmp")
+    pq.write_table(pa.Table.from_arrays(columns, schema=schema), temporary)
+    os.replace(temporary, path)
 
 
 def make_readable(folder: Path) -> None:
@@ -117,5 +118,10 @@ def make_readable(folder: Path) -> None:
 
 
 def write_summary(folder: Path, summary: dict[str, Any]) -> None:
-    """Write the run's summary beside its parts: its presence marks the folder as a complete result."""
+    """Write the run's summary beside its parts: its presence marks the folder as a complete result.
+
+    Hidden files left by a worker that died mid-write (its task was run again elsewhere) are removed first.
+    """
+    for leftover in folder.glob(".*"):
+        leftover.unlink()
     (folder / SUMMARY_FILENAME).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import resource
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ class PartitionResult:
     schema: pa.Schema | None
     worker: str
     model_version: str
-    seconds: float
 
 
 def part_name(index: int) -> str:
@@ -46,12 +44,10 @@ def part_name(index: int) -> str:
 def score_partition(partition: Partition, *, plugin_name: str, threshold: float, staging: str) -> PartitionResult:
     """Score ``partition`` and write its rows with the result columns to ``staging`` (a Dask task).
 
-    The part is written under a temporary name and renamed, so a worker that dies mid-write (and the task
-    run again elsewhere) never leaves half a part.
+    The part is written under a hidden temporary name and renamed, so a worker that dies mid-write (and the
+    task run again elsewhere) never leaves half a part under a part's name.
     """
-    started = time.perf_counter()
-    model = worker_model(plugin_name)
-    detector = model.detector()
+    detector = worker_model(plugin_name).detector()
     frame, table = read_partition(partition)
     name: str | None = None
     anomalies = 0
@@ -62,9 +58,9 @@ def score_partition(partition: Partition, *, plugin_name: str, threshold: float,
         anomalies = int(flagged.sum())
         table = with_results(table, scores, flagged, top_features(details.column_errors, detector.feature_names))
         name = part_name(partition.index)
-        target = Path(staging) / name
-        pq.write_table(table, f"{target}.tmp")
-        os.replace(f"{target}.tmp", target)
+        temporary = Path(staging) / f".{name}.tmp"
+        pq.write_table(table, temporary)
+        os.replace(temporary, Path(staging) / name)
     return PartitionResult(
         index=partition.index,
         rows=len(frame),
@@ -73,7 +69,6 @@ def score_partition(partition: Partition, *, plugin_name: str, threshold: float,
         schema=table.schema if name else None,
         worker=get_worker().address,
         model_version=str(detector.model_info["version"]),
-        seconds=time.perf_counter() - started,
     )
 
 
