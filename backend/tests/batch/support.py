@@ -42,19 +42,31 @@ class BatchCommand:
         self.models = models
 
     def score(self, *arguments: str | Path, scheduler: str | None = None) -> Outcome:
+        """Run the command to its end."""
+        completed = subprocess.run(
+            self._command(arguments, scheduler), cwd=BACKEND_DIR, env=self._env(), capture_output=True, text=True,
+            timeout=COMMAND_SECONDS, check=False,
+        )  # fmt: skip
+        return Outcome(completed.returncode, completed.stdout, completed.stderr)
+
+    def start(self, *arguments: str | Path, scheduler: str | None = None) -> subprocess.Popen[str]:
+        """Start the command, its standard output and error piped."""
+        return subprocess.Popen(
+            self._command(arguments, scheduler), cwd=BACKEND_DIR, env=self._env(), text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+    def _command(self, arguments: tuple[str | Path, ...], scheduler: str | None) -> list[str]:
         command = [sys.executable, "-m", "app.batch", "score", *map(str, arguments)]
-        if scheduler is not None:
-            command += ["--scheduler", scheduler]
-        env = {
+        return command + ["--scheduler", scheduler] if scheduler is not None else command
+
+    def _env(self) -> dict[str, str]:
+        return {
             **os.environ,
             "MODELS_DIR": str(self.models),
             "AUTOENCODER_MODEL_PATH": str(self.models / "AutoEncoder"),
             "TF_CPP_MIN_LOG_LEVEL": "3",
         }
-        completed = subprocess.run(
-            command, cwd=BACKEND_DIR, env=env, capture_output=True, text=True, timeout=COMMAND_SECONDS, check=False
-        )
-        return Outcome(completed.returncode, completed.stdout, completed.stderr)
 
 
 def transactions(rows: int, seed: int) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from pathlib import Path
@@ -162,6 +163,27 @@ def test_a_partition_that_cannot_be_read_fails_the_run_and_keeps_the_earlier_res
     )
     assert {path.name: path.read_bytes() for path in output.iterdir()} == earlier
     assert staging_folders(output) == []
+
+
+def test_an_interrupted_run_leaves_no_output_and_the_cluster_as_it_was(
+    batch: BatchCommand, scheduler_address: str, tmp_path: Path
+) -> None:
+    transactions(20_000, seed=3).to_parquet(tmp_path / "rows.parquet")
+    output = tmp_path / "scored"
+    process = batch.start("--input", tmp_path / "rows.parquet", "--output", output, "--partition-rows", "50",
+                          scheduler=scheduler_address)  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:  # 400 partitions: interrupted a tenth of the way
+        if line.startswith("scoring: 10%"):
+            process.send_signal(signal.SIGINT)
+            break
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130, rest
+    assert rest.splitlines()[-1] == "interrupted: no output written"
+    assert not output.exists() and staging_folders(output) == []
+    again = batch.score("--input", tmp_path / "rows.parquet", "--output", output, scheduler=scheduler_address)
+    assert again.status == 0, again.stderr
+    assert summary(output)["rows"] == 20_000
 
 
 def test_columns_the_model_needs_are_checked_in_every_file_before_scoring_starts(
