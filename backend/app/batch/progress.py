@@ -56,18 +56,18 @@ class ProgressLine:
             done = min(1.0, self.rows / self.total_rows)
         else:
             done = self.partitions / self.total_partitions if self.total_partitions else 1.0
-        elapsed = self.clock() - self._started
+        now = self.clock()
         counts = (
             f"{self.partitions:,}/{self.total_partitions:,} partitions, "
-            f"{self.rows:,}/{self.total_rows:,} rows, {elapsed:,.1f} s"
+            f"{self.rows:,}/{self.total_rows:,} rows, {now - self._started:,.1f} s"
         )
         if self.interactive:
-            if force or self.clock() - self._drawn_at >= REDRAW_SECONDS:
+            if force or now - self._drawn_at >= REDRAW_SECONDS:
                 filled = round(BAR_WIDTH * done)
                 bar = "#" * filled + "-" * (BAR_WIDTH - filled)
                 self.stream.write(f"\r\x1b[2Kscoring [{bar}] {done:4.0%}  {counts}")
                 self.stream.flush()
-                self._drawn, self._drawn_at = True, self.clock()
+                self._drawn, self._drawn_at = True, now
             return
         tenths = int(done * 10)
         if tenths > self._reported_tenths:
