@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench.py [--rows 50000] [--runs 3]
 
 Runs, in this order and on one model: the detector alone (``detector_speed``), the API end to end
-(``api_speed``), the seed's paths (``seed_paths``), the large file (``big_file``) and the results file writers
-(``export_speed``, at least 5 runs); then prints one Markdown
+(``api_speed``), the seed's paths (``seed_paths``), the large file (``big_file``), the results file writers
+(``export_speed``, at least 5 runs) and batch scoring on Dask (``batch_speed``: 10,000,000 rows, the longest part);
+then prints one Markdown
 table with the speedups over the seed's paths, and writes it to ``benchmarks/results/bench.md`` and a bar chart
 of upload-to-analyzed times to ``benchmarks/results/bench.png``.
 """
@@ -15,6 +16,7 @@ import argparse
 from pathlib import Path
 
 import api_speed
+import batch_speed
 import big_file
 import detector_speed
 import export_speed
@@ -62,6 +64,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--big-rows", type=int, default=1_000_000)
     parser.add_argument("--big-xlsx-rows", type=int, default=200_000)
+    parser.add_argument("--batch-rows", type=int, default=10_000_000)
+    parser.add_argument("--batch-memory-rows", type=int, default=2_000_000)
     arguments = parser.parse_args()
 
     model_dir = train_model("bench-model-")
@@ -70,6 +74,9 @@ def main() -> None:
     seed = seed_paths.measure(arguments.rows, arguments.runs, model_dir)
     big = big_file.measure(arguments.big_rows, arguments.runs, model_dir, arguments.big_xlsx_rows)
     exports = export_speed.measure(arguments.rows, max(5, arguments.runs))
+    batch = batch_speed.measure(
+        arguments.batch_rows, arguments.runs, model_dir, memory_rows=arguments.batch_memory_rows
+    )
     ours_csv, ours_xlsx = api[0], api[1]
     naive_csv, naive_xlsx, training = seed
     speedups = [
@@ -77,7 +84,7 @@ def main() -> None:
         ratio("speedup over the naive seed path, XLSX", naive_xlsx, ours_xlsx),
         ratio("speedup over training per upload, CSV", training, ours_csv),
     ]
-    figures = api + seed + speedups + detector + big + exports
+    figures = api + seed + speedups + detector + big + exports + batch
     report = figures_table(f"## `make bench` ({arguments.rows:,} rows x 20 columns unless named)", figures)
     write_report(report, RESULTS_DIR / "bench.md")
     chart([ours_csv, ours_xlsx, naive_csv, naive_xlsx, training], RESULTS_DIR / "bench.png")

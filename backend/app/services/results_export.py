@@ -31,7 +31,9 @@ from app.services.table_snapshot import TableSnapshot
 
 logger = logging.getLogger(__name__)
 
-RESULT_COLUMNS = ("anomaly_score", "is_anomaly", "top_feature", "label")
+# The columns scoring adds to every row (batch scoring's output has them too), then the analyst's label.
+SCORE_COLUMNS = ("anomaly_score", "is_anomaly", "top_feature")
+RESULT_COLUMNS = (*SCORE_COLUMNS, "label")
 # Rows rendered at a time: a few MB of CSV text for wide tables, and how far a cancelled export runs on.
 EXPORT_CHUNK_ROWS = 5_000
 STREAM_BLOCK_BYTES = 1 << 20

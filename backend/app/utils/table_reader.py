@@ -137,13 +137,13 @@ class TableChunks:
 
     def _csv_chunks(self) -> Iterator[pd.DataFrame]:
         with _binary(self._source) as handle:
-            layout = _csv_layout(handle, self.name, self._limits)
+            layout = csv_format(handle, self.name, self._limits)
             self.notes.extend(layout.notes)
             handle.seek(0)
             stream = _Utf8Stream(handle, utf16=layout.utf16)
             reader = io.BufferedReader(stream, buffer_size=_DECODE_BLOCK_BYTES)
             reader.read(layout.skip_bytes)
-            options: dict[str, Any] = {"sep": layout.delimiter, "encoding": "utf-8", "skipinitialspace": True}
+            options = _read_csv_options(layout)
             if self._chunk_rows is None:
                 yield _parse_csv(lambda: pd.read_csv(reader, **options), self.name)
             else:
@@ -326,15 +326,28 @@ def _legacy_text(line: bytes) -> str:
 
 
 @dataclass(frozen=True)
-class _CsvLayout:
+class CsvFormat:
+    """How a CSV file is laid out: what it takes to parse any run of its rows the way the whole file is read.
+
+    ``skip_lines`` physical lines (a ``sep=`` line, title lines, blank lines) come before the header row; they
+    make ``skip_bytes`` bytes of the file decoded to UTF-8 (its byte-order mark removed).
+    """
+
     utf16: bool
     delimiter: str
+    skip_lines: int
     skip_bytes: int
     columns: int
     notes: list[str]
 
+    @property
+    def encoding(self) -> str:
+        """The file's encoding family, as its bytes are laid out: ``utf-16``, else ``utf-8`` (lines that are not
+        UTF-8 are read as Windows-1252, one line at a time)."""
+        return "utf-16" if self.utf16 else "utf-8"
 
-def _csv_layout(handle: BinaryIO, name: str, limits: ReadLimits) -> _CsvLayout:
+
+def csv_format(handle: BinaryIO, name: str, limits: ReadLimits = DEFAULT_LIMITS) -> CsvFormat:
     """Where the CSV's header starts, its delimiter and its column count, from its first 64 KB and header row."""
     head = handle.read(_SNIFF_BYTES)
     handle.seek(0)
@@ -370,7 +383,31 @@ def _csv_layout(handle: BinaryIO, name: str, limits: ReadLimits) -> _CsvLayout:
     header_fields = next(csv.reader(io.TextIOWrapper(stream, "utf-8", newline=""), delimiter=delimiter), [])
     handle.seek(0)
     _check_columns(len(header_fields), name, limits)
-    return _CsvLayout(utf16, delimiter, skip_bytes, len(header_fields), notes)
+    return CsvFormat(utf16, delimiter, skip_lines, skip_bytes, len(header_fields), notes)
+
+
+def _read_csv_options(layout: CsvFormat) -> dict[str, Any]:
+    # The stream is UTF-8 by then (_Utf8Stream); a space after a delimiter is skipped, so `, "6,000,000"` is one
+    # quoted field, as spreadsheet tools read it.
+    return {"sep": layout.delimiter, "encoding": "utf-8", "skipinitialspace": True}
+
+
+def parse_csv(content: bytes, name: str, layout: CsvFormat) -> pd.DataFrame:
+    """Parse CSV ``content``: the file's beginning up to and with its header row, then any run of its rows.
+
+    It reads them as ``read_table`` reads the whole file (same decoding, same layout), so a file's rows can be
+    cut into runs parsed apart; unlike ``read_table`` it accepts a header without rows, and it refuses a first
+    row longer than the header, which ``read_csv`` would silently turn into an index.
+    """
+    stream = io.BufferedReader(_Utf8Stream(io.BytesIO(content), utf16=layout.utf16), buffer_size=_DECODE_BLOCK_BYTES)
+    stream.read(layout.skip_bytes)
+    frame = _parse_csv(lambda: pd.read_csv(stream, **_read_csv_options(layout)), name)
+    if not frame.index.equals(pd.RangeIndex(len(frame))):
+        raise TableReadError(
+            f"{Path(name).name!r} could not be parsed as CSV (its rows have more fields than its header): "
+            "check its rows."
+        )
+    return _clean_columns(frame)
 
 
 def _sample_rows(lines: Sequence[str], delimiter: str) -> tuple[list[list[bool]], list[int]]:
