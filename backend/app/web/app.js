@@ -1,15 +1,25 @@
-// The analysts' page. It uses only the public REST API, with the bearer token kept in sessionStorage.
-"use strict";
+// The analysts' page: signing in, uploads, the datasets, analyses and their results. It uses only the public
+// REST API; the other modules draw the charts, train models, show the Models panel and take feedback.
 
-const TOKEN_KEY = "anomaly.token";
+import {
+  POLL_MS, api, authHeaders, datasetPath, forgetToken, onSessionEnded, parseDetail, saveFile, storeToken, token,
+} from "./api.js";
+import { drawHistogram } from "./charts.js";
+import { labelCell, setUpFeedback, showFeedback } from "./feedback.js";
+import { expectedModel, forgetModels, refreshModels, setUpModels } from "./models.js";
+import {
+  closeTraining, offerTraining, prepareTrainForm, redrawLossChart, resumeTraining, setUpTraining,
+} from "./training.js";
+import {
+  $, element, formatCell, formatDate, formatNumber, formatPercent, percentileProblem, say, show, sleep,
+} from "./ui.js";
+
 const USERNAME_KEY = "anomaly.username";
+const SESSION_ENDED = "Your session has ended: sign in again.";
 const PAGE_SIZE = 20;
 const HISTOGRAM_BINS = 40;
-const POLL_MS = 400;
 const BUSY = new Set(["queued", "analyzing"]);
-const SVG_NS = "http://www.w3.org/2000/svg";
-
-const $ = (id) => document.getElementById(id);
+const FILTER_WORDS = { unlabelled: "unlabelled", anomaly: "labelled real", normal: "labelled expected" };
 
 const state = {
   datasets: [],
@@ -18,126 +28,27 @@ const state = {
   offset: 0,
   watch: 0, // bumped to stop an older status poll
   previous: null, // {count, percentile} before a re-analysis
-  defaultPercentile: 95, // the default model's, once known
   histogram: null, // the one drawn, redrawn when the width changes
+  labelFilter: "", // which anomalies the table lists: "" (all), unlabelled, anomaly, normal
 };
-
-// ---------------------------------------------------------------- API
-
-class ApiError extends Error {
-  constructor(status, detail) {
-    super(detail);
-    this.status = status;
-  }
-}
-
-function token() {
-  return sessionStorage.getItem(TOKEN_KEY);
-}
-
-function authHeaders() {
-  return token() ? { Authorization: `Bearer ${token()}` } : {};
-}
-
-// FastAPI's validation errors carry a list of problems; the service's own errors a sentence.
-function describeDetail(detail, fallback) {
-  if (typeof detail === "string") return detail;
-  if (Array.isArray(detail)) {
-    return detail.map((item) => `${(item.loc || []).slice(-1)[0] || "request"}: ${item.msg}`).join("; ");
-  }
-  return fallback;
-}
-
-function parseDetail(text, status) {
-  const fallback = `The server answered ${status}.`;
-  try {
-    return describeDetail(JSON.parse(text).detail, fallback);
-  } catch {
-    return fallback;
-  }
-}
-
-async function api(path, { method = "GET", json, form } = {}) {
-  const headers = authHeaders();
-  let body;
-  if (json !== undefined) {
-    headers["Content-Type"] = "application/json";
-    body = JSON.stringify(json);
-  } else if (form !== undefined) {
-    body = new URLSearchParams(form);
-  }
-  const response = await fetch(path, { method, headers, body });
-  if (response.status === 401 && token()) {
-    signOut("Your session has ended: sign in again.");
-  }
-  if (!response.ok) {
-    throw new ApiError(response.status, parseDetail(await response.text(), response.status));
-  }
-  return response.status === 204 ? null : response.json();
-}
-
-function datasetPath(id, rest = "") {
-  return `/api/anomaly/datasets/${encodeURIComponent(id)}${rest}`;
-}
-
-// ---------------------------------------------------------------- small helpers
-
-function show(element, visible) {
-  element.hidden = !visible;
-}
-
-function say(element, text, kind = "") {
-  element.textContent = text;
-  element.classList.toggle("error", kind === "error");
-  element.classList.toggle("ok", kind === "ok");
-}
-
-function element(tag, attributes = {}, text) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function svg(tag, attributes = {}, text) {
-  const node = document.createElementNS(SVG_NS, tag);
-  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function formatNumber(value, digits = 4) {
-  if (typeof value !== "number" || !Number.isFinite(value)) return String(value ?? "");
-  if (Number.isInteger(value)) return value.toLocaleString("en-US");
-  const magnitude = Math.abs(value);
-  if (magnitude >= 1e5 || magnitude < 1e-3) return value.toPrecision(digits);
-  return Number(value.toPrecision(digits)).toLocaleString("en-US", { maximumFractionDigits: 6 });
-}
-
-function formatPercent(share) {
-  const percent = share * 100;
-  return `${percent >= 10 || percent === 0 ? percent.toFixed(0) : percent.toFixed(1)}%`;
-}
-
-function formatCell(value) {
-  return value === null || value === undefined ? "" : String(value);
-}
 
 // ---------------------------------------------------------------- signing in and out
 
 async function signIn(username, password) {
   const answer = await api("/api/auth/token", { method: "POST", form: { username, password } });
-  sessionStorage.setItem(TOKEN_KEY, answer.access_token);
+  storeToken(answer.access_token);
   sessionStorage.setItem(USERNAME_KEY, username);
   enterWorkspace();
 }
 
 function signOut(message = "") {
-  sessionStorage.removeItem(TOKEN_KEY);
+  forgetToken();
   sessionStorage.removeItem(USERNAME_KEY);
   state.watch += 1;
   state.current = null;
   state.datasets = [];
+  forgetModels();
+  closeTraining();
   $("password").value = "";
   show($("workspace"), false);
   show($("account"), false);
@@ -154,10 +65,8 @@ function enterWorkspace() {
   show($("workspace"), true);
   closeResult();
   refreshDatasets();
-  api("/api/anomaly/models").then((models) => {
-    const model = models.find((item) => item.default);
-    if (model) state.defaultPercentile = model.threshold_percentile;
-  }, () => {});
+  refreshModels();
+  resumeTraining();
 }
 
 async function onSignIn(event, register) {
@@ -202,7 +111,7 @@ function uploadFile(file) {
       await refreshDatasets();
       openDataset(dataset.id);
     } else if (request.status === 401) {
-      signOut("Your session has ended: sign in again.");
+      signOut(SESSION_ENDED);
     } else {
       say(message, `${file.name} was refused: ${parseDetail(request.responseText, request.status)}`, "error");
     }
@@ -262,9 +171,8 @@ function renderDatasets() {
     if (state.current && state.current.id === dataset.id) item.classList.add("selected");
     const info = element("div", { class: "dataset-info" });
     info.append(element("span", { class: "dataset-name" }, dataset.filename));
-    const uploaded = new Date(dataset.uploaded_at).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short" });
     info.append(element("span", { class: "hint" },
-      `${formatNumber(dataset.row_count)} rows · ${dataset.column_count} columns · ${uploaded}`));
+      `${formatNumber(dataset.row_count)} rows · ${dataset.column_count} columns · ${formatDate(dataset.uploaded_at)}`));
     const actions = element("div", { class: "dataset-actions" });
     actions.append(element("span", { class: `badge ${dataset.status}` }, dataset.status));
     const open = element("button", { type: "button", class: "small", "aria-label": `Open ${dataset.filename}` }, "Open");
@@ -307,7 +215,11 @@ async function openDataset(id) {
   state.status = null;
   state.previous = null;
   state.offset = 0;
+  state.labelFilter = "";
+  $("label-filter").value = "";
+  $("model-choice").value = "";
   renderDatasets();
+  prepareTrainForm(dataset);
   $("result-title").textContent = dataset.filename;
   $("result-meta").textContent = `${formatNumber(dataset.row_count)} rows, ${dataset.column_count} columns`;
   show($("result-placeholder"), false);
@@ -319,22 +231,27 @@ async function openDataset(id) {
   await watchStatus(dataset.id);
 }
 
-async function startAnalysis(event) {
-  event.preventDefault();
+// Starts an analysis at ``percentile`` with the chosen model; a 422 for the columns offers to train one.
+async function analyse(percentile) {
   const dataset = state.current;
-  const percentile = Number($("percentile").value);
-  if (!(percentile > 0 && percentile < 100)) {
-    say($("analysis-message"), "The threshold percentile must be between 0 and 100 (for example 95).", "error");
+  const problem = percentileProblem(percentile);
+  if (problem) {
+    say($("analysis-message"), problem, "error");
     return;
   }
+  setPercentile(percentile);
   const status = state.status;
   state.previous = status && status.status === "analyzed"
     ? { count: status.anomaly_count, percentile: status.threshold_percentile }
     : null;
+  const body = { threshold_percentile: percentile };
+  if ($("model-choice").value) body.model = $("model-choice").value;
+  offerTraining(false);
   try {
-    await api(datasetPath(dataset.id, "/analyze"), { method: "POST", json: { threshold_percentile: percentile } });
+    await api(datasetPath(dataset.id, "/analyze"), { method: "POST", json: body });
   } catch (error) {
     say($("analysis-message"), error.message, "error");
+    offerTraining(error.status === 422 && error.message.includes("columns don't match model"));
     return;
   }
   state.offset = 0;
@@ -364,12 +281,12 @@ async function watchStatus(id) {
       $("analysis-progress-label").textContent = status.status === "queued"
         ? "Queued…" : `Analysing… ${status.progress}%`;
       $("analyze").disabled = true;
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      await sleep(POLL_MS);
       continue;
     }
     show(box, false);
     $("analyze").disabled = false;
-    setPercentile(status.threshold_percentile ?? state.defaultPercentile);
+    setPercentile(status.threshold_percentile ?? expectedModel(state.current.columns)?.threshold_percentile ?? 95);
     if (status.status === "analyzed") {
       say($("analysis-message"), "");
       await showResults(status);
@@ -397,16 +314,29 @@ function setPercentile(value) {
   $("percentile-range").value = value;
 }
 
+// A model chosen in the form: its own percentile, until the analyst picks another.
+function chooseModel() {
+  const model = expectedModel(state.current.columns);
+  if (model) setPercentile(model.threshold_percentile);
+}
+
 // ---------------------------------------------------------------- one dataset: results
+
+function anomaliesPath(id) {
+  const filter = state.labelFilter ? `&label=${state.labelFilter}` : "";
+  return datasetPath(id, `/anomalies?limit=${PAGE_SIZE}&offset=${state.offset}${filter}`);
+}
 
 async function showResults(status) {
   const id = state.current.id;
   let histogram;
   let page;
+  let feedback;
   try {
-    [histogram, page] = await Promise.all([
+    [histogram, page, feedback] = await Promise.all([
       api(datasetPath(id, `/scores/histogram?bins=${HISTOGRAM_BINS}&scale=log`)),
-      api(datasetPath(id, `/anomalies?limit=${PAGE_SIZE}&offset=${state.offset}`)),
+      api(anomaliesPath(id)),
+      api(datasetPath(id, "/feedback")),
     ]);
   } catch (error) {
     say($("analysis-message"), error.message, "error");
@@ -419,7 +349,8 @@ async function showResults(status) {
   $("row-count").textContent = formatNumber(status.row_count);
   $("model-name").replaceChildren(status.model || "trained on this file");
   if (status.model_version) {
-    $("model-name").append(element("span", { class: "detail" }, `version ${status.model_version.slice(0, 8)}`));
+    const version = status.model_version_number ?? status.model_version.slice(0, 8);
+    $("model-name").append(element("span", { class: "detail" }, `version ${version}`));
   }
   $("threshold").replaceChildren(formatNumber(status.threshold),
     element("span", { class: "detail" }, `${status.threshold_percentile}th percentile`));
@@ -431,13 +362,19 @@ async function showResults(status) {
   show($("result-body"), true);
   state.histogram = histogram;
   drawHistogram($("histogram"), histogram);
+  showFeedback(id, feedback);
   renderAnomalies(page);
+}
+
+function filterAnomalies() {
+  state.labelFilter = $("label-filter").value;
+  showPage(0);
 }
 
 async function showPage(offset) {
   state.offset = Math.max(0, offset);
   try {
-    renderAnomalies(await api(datasetPath(state.current.id, `/anomalies?limit=${PAGE_SIZE}&offset=${state.offset}`)));
+    renderAnomalies(await api(anomaliesPath(state.current.id)));
   } catch (error) {
     say($("analysis-message"), error.message, "error");
   }
@@ -448,7 +385,9 @@ function renderAnomalies(page) {
   const columns = state.current.columns;
   const head = element("thead");
   const headRow = element("tr");
-  for (const name of ["#", "Row", "Score", "Why", ...columns]) headRow.append(element("th", { scope: "col" }, name));
+  for (const name of ["#", "Row", "Score", "Your label", "Why", ...columns]) {
+    headRow.append(element("th", { scope: "col" }, name));
+  }
   head.append(headRow);
   const body = element("tbody");
   page.items.forEach((item, index) => {
@@ -457,6 +396,7 @@ function renderAnomalies(page) {
     row.append(element("td", { class: "number" }, String(page.offset + index + 1)));
     row.append(element("td", { class: "number" }, String(item.row + 1)));
     row.append(element("td", { class: "number" }, formatNumber(item.score)));
+    row.append(labelCell(state.current.id, item, row));
     const why = item.top_features.map((feature) => `${feature.column} ${formatPercent(feature.share)}`);
     row.append(element("td", { class: "why" }, why.join(" · ")));
     for (const column of columns) {
@@ -477,9 +417,13 @@ function renderAnomalies(page) {
   });
   table.replaceChildren(head, body);
   const last = page.offset + page.items.length;
-  $("page-label").textContent = page.total
-    ? `Anomalies ${formatNumber(page.offset + 1)}–${formatNumber(last)} of ${formatNumber(page.total)}`
-    : "No anomalies above the threshold.";
+  const words = FILTER_WORDS[state.labelFilter];
+  if (page.total) {
+    $("page-label").textContent = `Anomalies ${formatNumber(page.offset + 1)}–${formatNumber(last)} of `
+      + `${formatNumber(page.total)}${words ? ` ${words}` : ""}`;
+  } else {
+    $("page-label").textContent = words ? `No anomalies ${words}.` : "No anomalies above the threshold.";
+  }
   $("previous-page").disabled = page.offset === 0;
   $("next-page").disabled = last >= page.total;
 }
@@ -488,140 +432,44 @@ async function downloadResults(format) {
   const message = $("analysis-message");
   say(message, `Preparing the ${format.toUpperCase()} file…`);
   try {
-    const response = await fetch(datasetPath(state.current.id, `/results?format=${format}`), { headers: authHeaders() });
-    if (!response.ok) throw new ApiError(response.status, parseDetail(await response.text(), response.status));
-    const disposition = response.headers.get("Content-Disposition") || "";
-    const filename = (disposition.match(/filename="?([^";]+)"?/) || [])[1] || `results.${format}`;
-    const url = URL.createObjectURL(await response.blob());
-    const link = element("a", { href: url, download: filename });
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    const filename = await saveFile(datasetPath(state.current.id, `/results?format=${format}`), `results.${format}`);
     say(message, `Downloaded ${filename}.`, "ok");
   } catch (error) {
     say(message, `The download failed: ${error.message}`, "error");
   }
 }
 
-// ---------------------------------------------------------------- the histogram (inline SVG)
-
-// Drawn at the container's own width, so its text keeps its size on a phone.
-function drawHistogram(container, histogram) {
-  const width = Math.max(280, Math.round(container.clientWidth || 720));
-  const height = width < 560 ? 220 : 280;
-  const margin = { top: 26, right: 12, bottom: 40, left: 44 };
-  const plotWidth = width - margin.left - margin.right;
-  const plotHeight = height - margin.top - margin.bottom;
-  const { edges, counts, threshold } = histogram;
-  const log = histogram.scale === "log";
-  const position = log ? Math.log10 : (value) => value;
-  const low = position(edges[0]);
-  const span = position(edges[edges.length - 1]) - low || 1;
-  const x = (value) => margin.left + ((position(value) - low) / span) * plotWidth;
-  const maxCount = Math.max(1, ...counts);
-  const y = (count) => margin.top + plotHeight - (Math.log10(1 + count) / Math.log10(1 + maxCount)) * plotHeight;
-
-  const chart = svg("svg", {
-    viewBox: `0 0 ${width} ${height}`, role: "img", "aria-labelledby": "histogram-title histogram-desc",
-  });
-  chart.append(svg("title", { id: "histogram-title" }, "Histogram of anomaly scores"));
-  chart.append(svg("desc", { id: "histogram-desc" },
-    `${formatNumber(histogram.row_count)} rows in ${counts.length} bins from ${formatNumber(edges[0])} to `
-    + `${formatNumber(edges[edges.length - 1])}; threshold ${formatNumber(threshold)}, `
-    + `${formatNumber(histogram.anomaly_count)} rows above it.`));
-
-  for (const tick of countTicks(maxCount)) {
-    chart.append(svg("line", { class: "grid", x1: margin.left, x2: width - margin.right, y1: y(tick), y2: y(tick) }));
-    chart.append(svg("text", { class: "tick", x: margin.left - 6, y: y(tick) + 4, "text-anchor": "end" },
-      formatNumber(tick)));
-  }
-  counts.forEach((count, index) => {
-    if (count === 0) return;
-    const left = x(edges[index]);
-    const barWidth = Math.max(1, x(edges[index + 1]) - left - 1);
-    const top = Math.min(y(count), margin.top + plotHeight - 2);
-    const bar = svg("rect", {
-      class: edges[index] >= threshold ? "bar anomalous" : "bar",
-      x: left, y: top, width: barWidth, height: margin.top + plotHeight - top,
-    });
-    bar.append(svg("title", {},
-      `${formatNumber(edges[index])} – ${formatNumber(edges[index + 1])}: ${formatNumber(count)} rows`));
-    chart.append(bar);
-  });
-  chart.append(svg("line", {
-    class: "axis", x1: margin.left, x2: width - margin.right, y1: margin.top + plotHeight, y2: margin.top + plotHeight,
-  }));
-  for (const tick of scoreTicks(edges[0], edges[edges.length - 1], log)) {
-    chart.append(svg("line", {
-      class: "axis", x1: x(tick), x2: x(tick), y1: margin.top + plotHeight, y2: margin.top + plotHeight + 5,
-    }));
-    chart.append(svg("text", { class: "tick", x: x(tick), y: margin.top + plotHeight + 18, "text-anchor": "middle" },
-      formatNumber(tick, 2)));
-  }
-  chart.append(svg("text", { class: "axis-label", x: margin.left + plotWidth / 2, y: height - 4,
-    "text-anchor": "middle" }, `anomaly score${log ? " (log scale)" : ""}`));
-  chart.append(svg("text", { class: "axis-label", x: 12, y: margin.top + plotHeight / 2, "text-anchor": "middle",
-    transform: `rotate(-90 12 ${margin.top + plotHeight / 2})` }, "rows (log)"));
-
-  const thresholdX = x(threshold);
-  chart.append(svg("line", { class: "threshold", x1: thresholdX, x2: thresholdX, y1: margin.top - 6,
-    y2: margin.top + plotHeight }));
-  const labelRight = thresholdX < margin.left + plotWidth * 0.6;
-  chart.append(svg("text", { class: "threshold-label", x: thresholdX + (labelRight ? 6 : -6), y: margin.top - 10,
-    "text-anchor": labelRight ? "start" : "end" },
-    `threshold ${formatNumber(threshold)} · ${formatNumber(histogram.anomaly_count)} above`));
-  container.replaceChildren(chart);
-}
-
-function countTicks(maxCount) {
-  const ticks = [];
-  for (let tick = 1; tick <= maxCount; tick *= 10) ticks.push(tick);
-  return ticks;
-}
-
-// Round numbers inside [low, high]: 1-2-5 steps on a log axis (powers of ten when they are many), else linear.
-function scoreTicks(low, high, log) {
-  if (log) {
-    const ticks = [];
-    for (let power = Math.floor(Math.log10(low)); power <= Math.ceil(Math.log10(high)); power += 1) {
-      for (const step of [1, 2, 5]) {
-        const tick = Number((step * 10 ** power).toPrecision(1));
-        if (tick >= low && tick <= high) ticks.push({ tick, step });
-      }
-    }
-    if (ticks.length > 9) return ticks.filter(({ step }) => step === 1).map(({ tick }) => tick);
-    if (ticks.length >= 3) return ticks.map(({ tick }) => tick);
-  }
-  const rough = (high - low) / 6;
-  const magnitude = 10 ** Math.floor(Math.log10(rough));
-  const step = [1, 2, 5, 10].map((factor) => factor * magnitude).find((candidate) => candidate >= rough);
-  const ticks = [];
-  for (let index = Math.ceil(low / step); index * step <= high; index += 1) ticks.push(Number((index * step).toPrecision(6)));
-  return ticks;
-}
-
 // ---------------------------------------------------------------- wiring
 
 function setUp() {
+  onSessionEnded(() => signOut(SESSION_ENDED));
   $("sign-in-form").addEventListener("submit", (event) => onSignIn(event, false));
   $("register").addEventListener("click", (event) => onSignIn(event, true));
   $("sign-out").addEventListener("click", () => signOut());
   $("refresh-datasets").addEventListener("click", refreshDatasets);
-  $("analyze-form").addEventListener("submit", startAnalysis);
+  $("analyze-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    analyse(Number($("percentile").value));
+  });
   $("percentile-range").addEventListener("input", () => { $("percentile").value = $("percentile-range").value; });
   $("percentile").addEventListener("input", () => { $("percentile-range").value = $("percentile").value; });
+  $("model-choice").addEventListener("change", chooseModel);
   $("previous-page").addEventListener("click", () => showPage(state.offset - PAGE_SIZE));
   $("next-page").addEventListener("click", () => showPage(state.offset + PAGE_SIZE));
   for (const button of [$("download-csv"), $("download-xlsx")]) {
     button.addEventListener("click", () => downloadResults(button.dataset.format));
   }
+  $("label-filter").addEventListener("change", filterAnomalies);
+  setUpFeedback(analyse);
+  setUpTraining(() => state.current);
+  setUpModels();
   setUpDropZone();
   let resizing = 0;
   window.addEventListener("resize", () => {
     cancelAnimationFrame(resizing);
     resizing = requestAnimationFrame(() => {
       if (state.histogram && !$("result-body").hidden) drawHistogram($("histogram"), state.histogram);
+      redrawLossChart();
     });
   });
   if (token()) {
@@ -631,4 +479,4 @@ function setUp() {
   }
 }
 
-document.addEventListener("DOMContentLoaded", setUp);
+setUp();
