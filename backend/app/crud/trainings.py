@@ -203,10 +203,12 @@ async def complete(
     worker_id: str,
     attempt: int,
     result: dict[str, Any],
+    progress: dict[str, Any],
     timings: dict[str, float],
 ) -> bool:
-    """Mark the training trained with its result; ``False`` (nothing written) when the lease was lost."""
-    update = _ended(TrainingStatus.TRAINED, result=result, timings=timings)
+    """Mark the training trained with its result and final progress; ``False`` (nothing written) when the lease
+    was lost."""
+    update = _ended(TrainingStatus.TRAINED, result=result, progress=progress, timings=timings)
     outcome = await database[TRAININGS].update_one(_owned(training_id, worker_id, attempt), update)
     return outcome.matched_count == 1
 

@@ -133,7 +133,7 @@ class TrainingJob:
             )
             timings.lap("train")
             progress.check()
-            return await self._record(trained, sample, parameters, timings)
+            return await self._record(trained, sample, parameters, progress, timings)
 
     def _sample(self, table: TableSnapshot, anomalous_rows: list[int], filename: str) -> TrainingSample:
         """The rows to train on: not labelled anomalous, uniformly sampled down to the bound, columns excluded."""
@@ -148,7 +148,12 @@ class TrainingJob:
         return TrainingSample(frame, table.row_count, left_out)
 
     async def _record(
-        self, trained: TrainedModel, sample: TrainingSample, parameters: TrainingParameters, timings: Timings
+        self,
+        trained: TrainedModel,
+        sample: TrainingSample,
+        parameters: TrainingParameters,
+        progress: Progress,
+        timings: Timings,
     ) -> dict[str, Any]:
         """Store the files, then the version, then complete the training: each step only while the lease holds."""
         database = self.context.database
@@ -216,7 +221,7 @@ class TrainingJob:
             }
             completed = await trainings.complete(
                 database, training.id, worker_id=self.context.worker_id, attempt=self.attempt, result=result,
-                timings=timings.total(),
+                progress={**progress.details, "percent": 100}, timings=timings.total(),
             )  # fmt: skip
             if not completed:
                 raise LeaseLostError

@@ -124,6 +124,7 @@ def test_train_follow_and_analyse_another_file_with_the_new_model(client: httpx.
     epochs = [body["progress"]["epoch"] for body in seen if "epoch" in body["progress"]]
     assert epochs and epochs == sorted(epochs), f"no epoch progress seen: {seen[-1]}"
     assert len(trained["progress"]["loss"]) == trained["result"]["epochs_run"]
+    assert trained["progress"]["percent"] == 100
     result = trained["result"]
     assert result["model"] == "patients" and result["version"] == 1 and result["threshold"] > 0
     assert "clinic" in result["features"] and result["validation"]["row_count"] == 1500
