@@ -105,8 +105,7 @@ async def user_from_token(database: Database, secret: str, token: str | None) ->
     """The account a bearer token belongs to; ``AuthenticationError`` saying what is wrong with it."""
     if not token:
         raise AuthenticationError(
-            "Not authenticated: get a token from POST /api/auth/token and send it as "
-            "'Authorization: Bearer <token>'."
+            "Not authenticated: get a token from POST /api/auth/token and send it as 'Authorization: Bearer <token>'."
         )
     user = await users.find_by_id(database, security.decode_access_token(token, secret))
     if user is None:

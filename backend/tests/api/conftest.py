@@ -160,9 +160,7 @@ def large_upload_api(server_factory: ServerFactory, server_env: dict[str, str], 
 
 
 @pytest.fixture(scope="session")
-def untrusting_api(
-    server_factory: ServerFactory, server_env: dict[str, str], empty_model_path: Path
-) -> ApiServer:
+def untrusting_api(server_factory: ServerFactory, server_env: dict[str, str], empty_model_path: Path) -> ApiServer:
     """A server as deployed by default: no proxy trusted (X-Forwarded-For is ignored), registrations limited to
     REGISTRATIONS_PER_ADDRESS's default per address. Its database is its own (the other servers register from
     127.0.0.1 in theirs, counted by the same address); it has no model: what it is for needs none."""

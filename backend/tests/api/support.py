@@ -243,8 +243,12 @@ def upload_ok(client: httpx.Client, account: Account, filename: str, content: by
 
 
 def wait_for_status(
-    client: httpx.Client, account: Account, dataset_id: str, until: tuple[str, ...] = ("analyzed", "failed"),
-    timeout: float = 90, at_least: int | None = None,
+    client: httpx.Client,
+    account: Account,
+    dataset_id: str,
+    until: tuple[str, ...] = ("analyzed", "failed"),
+    timeout: float = 90,
+    at_least: int | None = None,
 ) -> dict[str, Any]:
     """Poll the status until it is one of ``until`` (or, with ``at_least``, until an analysis running has come
     that far); return the last answer."""

@@ -57,9 +57,7 @@ def test_malformed_token_answers_401(api: ApiServer) -> None:
 
 def test_wrongly_signed_token_answers_401(api: ApiServer, account: Account) -> None:
     user_id = _user_id(api, account)
-    forged = jwt.encode(
-        {"sub": user_id, "exp": datetime.now(UTC) + timedelta(minutes=5)}, "x" * 40, algorithm="HS256"
-    )
+    forged = jwt.encode({"sub": user_id, "exp": datetime.now(UTC) + timedelta(minutes=5)}, "x" * 40, algorithm="HS256")
     status, detail = _me_with(api, {"Authorization": f"Bearer {forged}"})
     assert status == 401
     assert "signature" in detail

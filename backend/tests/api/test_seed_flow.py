@@ -78,7 +78,8 @@ def test_anomalies_are_ranked_with_values_and_top_features(api: ApiServer, accou
             f"/api/anomaly/datasets/{dataset_id}/anomalies", params={"limit": 5}, headers=account.headers
         ).json()
         rest = client.get(
-            f"/api/anomaly/datasets/{dataset_id}/anomalies", params={"limit": 1000, "offset": 5},
+            f"/api/anomaly/datasets/{dataset_id}/anomalies",
+            params={"limit": 1000, "offset": 5},
             headers=account.headers,
         ).json()
     assert page["total"] == status["anomaly_count"]
