@@ -123,17 +123,30 @@ def test_the_encoding_is_the_matrix_an_earlier_version_gave(source: str):
         model_store.load_metadata(MODEL_BEFORE_DRIFT / "AutoEncoder" / "metadata.pkl")
     )
     frame = mixed_scoring_frame()
+    after_a_space = np.zeros(len(frame), dtype=bool)
     if source == "csv":
-        csv = io.BytesIO()
-        frame.to_csv(csv, index=False)
-        frame = read_table(csv.getvalue(), "rows.csv")
+        after_a_space = frame["region"].str.startswith(" ", na=False).to_numpy()
+        frame = read_table(_as_csv(frame), "rows.csv")
     expected = np.load(MODEL_BEFORE_DRIFT / ("encoded.npy" if source == "frame" else "encoded_from_csv.npy"))
 
     encoded = preprocessor.transform(frame)
 
     assert {column.kind for column in preprocessor.columns_} == {"numeric", "categorical", "datetime"}
     assert encoded.dtype == np.float32 and encoded.flags.c_contiguous
-    np.testing.assert_array_equal(encoded, expected)
+    np.testing.assert_array_equal(encoded[~after_a_space], expected[~after_a_space])
+    if source == "csv":
+        # The one change since that version: the CSV reader skips a space after a delimiter (so `, "6,000,000"` is
+        # one quoted field, as spreadsheet tools read it), so `, north` is the known region "north".
+        assert after_a_space.sum() == 1
+        unspaced = read_table(_as_csv(mixed_scoring_frame().assign(region=lambda f: f["region"].str.lstrip())), "b.csv")
+        np.testing.assert_array_equal(encoded[after_a_space], preprocessor.transform(unspaced)[after_a_space])
+        assert not np.array_equal(encoded[after_a_space], expected[after_a_space])
+
+
+def _as_csv(frame: pd.DataFrame) -> bytes:
+    csv = io.BytesIO()
+    frame.to_csv(csv, index=False)
+    return csv.getvalue()
 
 
 def test_text_dates_are_read_with_the_format_found_in_training():
