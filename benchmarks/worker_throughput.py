@@ -55,6 +55,8 @@ DRAIN_POLL_SECONDS = 0.1
 DRAIN_TIMEOUT_SECONDS = 1800
 # Columns of the CPU table: the process groups sampled, then what /proc/stat says of the rest of the machine.
 CPU_COLUMNS = ("API", "workers", "database", "benchmark client", "other", "idle")
+# The groups whose CPU time per analysis says what another core buys.
+COSTED = ("workers", "database")
 
 
 @dataclass(frozen=True)
@@ -164,17 +166,24 @@ def cpu_table(rows: int, drains: dict[int, list[Drain]]) -> str:
         "",
         f"Machine: {machine()}. Cores busy on average while the queue drained (median of the runs), and the share "
         f"of the machine's {cores} cores; `other` is every process not started by this benchmark (the load "
-        "of the host), `idle` what was left.",
+        "of the host), `idle` what was left. Then the CPU seconds one analysis cost the workers and the database "
+        "(cores x 60 / analyses per minute), and the wall-clock seconds an analysis spent in its worker (load, "
+        "score, store).",
         "",
-        "| job workers | analyses/min | " + " | ".join(CPU_COLUMNS) + " | seconds per analysis in its worker |",
-        "|---" * (len(CPU_COLUMNS) + 3) + "|",
+        "| job workers | analyses/min | " + " | ".join(CPU_COLUMNS) + " | worker CPU s per analysis "
+        "| database CPU s per analysis | seconds per analysis in its worker |",
+        "|---" * (len(CPU_COLUMNS) + 5) + "|",
     ]
     for count, runs in drains.items():
         medians = {name: statistics.median(run.cores[name] for run in runs) for name in CPU_COLUMNS}
         cells = [f"{medians[name]:.2f} ({100 * medians[name] / cores:.0f}%)" for name in CPU_COLUMNS]
+        costs = [statistics.median(60 * run.cores[name] / run.per_minute for run in runs) for name in COSTED]
         per_minute = statistics.median(run.per_minute for run in runs)
         worker_seconds = statistics.median(run.worker_seconds for run in runs)
-        lines.append(f"| {count} | {per_minute:,.1f} | " + " | ".join(cells) + f" | {worker_seconds:.3f} |")
+        lines.append(
+            f"| {count} | {per_minute:,.1f} | " + " | ".join(cells) + " | "
+            + " | ".join(f"{cost:.3f}" for cost in costs) + f" | {worker_seconds:.3f} |"
+        )  # fmt: skip
     return "\n".join(lines)
 
 
