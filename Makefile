@@ -32,7 +32,7 @@ lint: $(INSTALLED)
 	$(VENV_PY) -m ruff check backend benchmarks
 	$(VENV_PY) -m mypy backend/app
 
-# Speed benchmarks in one run (about 10 minutes here): one table in benchmarks/results/bench.md, a chart in bench.png.
+# Speed benchmarks in one run (about 20 minutes here): one table in benchmarks/results/bench.md, a chart in bench.png.
 bench: $(INSTALLED)
 	$(VENV_PY) benchmarks/bench.py
 

@@ -36,7 +36,9 @@ from harness import (
     embedded_database,
     figures_table,
     login,
+    memory_mb,
     percentile,
+    reset_peak_memory,
     running_server,
     train_model,
     upload_to_analyzed,
@@ -51,17 +53,10 @@ FLOOD = 50
 PASSWORD = "benchmark-password"
 
 
-def _memory_mb(server: Server, field: str) -> float:
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    raise SystemExit(f"no {field} in /proc/{server.process.pid}/status")
-
-
 def registration_flood(server: Server, address: str) -> tuple[int, float]:
     """50 registrations at once from ``address``: accounts created, and peak memory growth (MB) over the flood."""
-    Path(f"/proc/{server.process.pid}/clear_refs").write_text("5")  # VmHWM := current RSS
-    resident_before = _memory_mb(server, "VmRSS")
+    reset_peak_memory(server.process.pid)
+    resident_before = memory_mb(server.process.pid, "VmRSS")
 
     def register(_: int) -> int:
         body = {"username": f"flood-{secrets.token_hex(5)}", "password": PASSWORD}
@@ -72,7 +67,7 @@ def registration_flood(server: Server, address: str) -> tuple[int, float]:
         statuses = list(pool.map(register, range(FLOOD)))
     if set(statuses) - {201, 429}:
         raise SystemExit(f"unexpected answers to the registration flood: {statuses}")
-    return statuses.count(201), _memory_mb(server, "VmHWM") - resident_before
+    return statuses.count(201), memory_mb(server.process.pid, "VmHWM") - resident_before
 
 
 def login_burst(server: Server, address: str) -> tuple[int, int]:

@@ -4,10 +4,12 @@
 
 Runs, in this order and on one model: the detector alone (``detector_speed``), the API end to end
 (``api_speed``), the seed's paths (``seed_paths``), the large file (``big_file``), the results file writers
-(``export_speed``, at least 5 runs) and batch scoring on Dask (``batch_speed``: 10,000,000 rows, the longest part);
-then prints one Markdown
-table with the speedups over the seed's paths, and writes it to ``benchmarks/results/bench.md`` and a bar chart
-of upload-to-analyzed times to ``benchmarks/results/bench.png``.
+(``export_speed``, at least 5 runs), batch scoring on Dask (``batch_speed``: 10,000,000 rows, the longest part),
+analyses per minute with 1, 2 and 3 job workers (``worker_throughput``), users' trainings against the CLI
+(``training_speed``: a ``--big-rows`` training for the worker's peak memory) and the API process without jobs
+(``api_process``); then prints one Markdown table with the speedups over the seed's paths, followed by what kept
+the CPU busy while the workers ran, and writes it to ``benchmarks/results/bench.md`` and a bar chart of
+upload-to-analyzed times to ``benchmarks/results/bench.png``.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import api_process
 import api_speed
 import batch_speed
 import big_file
 import detector_speed
 import export_speed
 import seed_paths
+import training_speed
+import worker_throughput
 from harness import Figure, figures_table, train_model, write_report
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -77,6 +82,11 @@ def main() -> None:
     batch = batch_speed.measure(
         arguments.batch_rows, arguments.runs, model_dir, memory_rows=arguments.batch_memory_rows
     )
+    throughput = worker_throughput.measure(arguments.rows, arguments.runs, model_dir)
+    trainings = training_speed.measure(
+        training_speed.Workload(arguments.rows, arguments.runs, big_rows=arguments.big_rows), model_dir
+    )
+    api_alone, tensorflow_note = api_process.measure(arguments.rows, arguments.runs, model_dir)
     ours_csv, ours_xlsx = api[0], api[1]
     naive_csv, naive_xlsx, training = seed
     speedups = [
@@ -84,8 +94,9 @@ def main() -> None:
         ratio("speedup over the naive seed path, XLSX", naive_xlsx, ours_xlsx),
         ratio("speedup over training per upload, CSV", training, ours_csv),
     ]
-    figures = api + seed + speedups + detector + big + exports + batch
-    report = figures_table(f"## `make bench` ({arguments.rows:,} rows x 20 columns unless named)", figures)
+    figures = api + seed + speedups + detector + big + exports + batch + throughput.figures + trainings + api_alone
+    table = figures_table(f"## `make bench` ({arguments.rows:,} rows x 20 columns unless named)", figures)
+    report = "\n\n".join([table, throughput.cpu_table, tensorflow_note])
     write_report(report, RESULTS_DIR / "bench.md")
     chart([ours_csv, ours_xlsx, naive_csv, naive_xlsx, training], RESULTS_DIR / "bench.png")
 

@@ -23,6 +23,7 @@ from harness import (
     embedded_database,
     figures_table,
     login,
+    memory_mb,
     running_server,
     train_model,
     upload_to_analyzed,
@@ -30,14 +31,6 @@ from harness import (
 )
 
 from app.utils.sample_data import make_normal_transactions
-
-
-def peak_memory_mb(pid: int) -> float:
-    """The process's peak resident set size so far, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
 
 
 def measure_file(path: Path, runs: int, model_dir: Path) -> tuple[list[float], list[float]]:
@@ -56,7 +49,7 @@ def measure_file(path: Path, runs: int, model_dir: Path) -> tuple[list[float], l
             headers = login(client)
             with open(path, "rb") as handle:
                 seconds.append(upload_to_analyzed(client, headers, path.name, handle, poll_seconds=0.1)["total"])
-            memory.append(peak_memory_mb(server.process.pid))
+            memory.append(memory_mb(server.process.pid, "VmHWM"))
         shutil.rmtree(workdir, ignore_errors=True)
     return seconds, memory
 

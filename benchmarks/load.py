@@ -35,7 +35,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
-from harness import embedded_database, login, machine, percentile, running_server, train_model, write_report
+from harness import (
+    embedded_database,
+    login,
+    machine,
+    memory_mb,
+    percentile,
+    running_server,
+    train_model,
+    write_report,
+)
 
 from app.utils.sample_data import inject_anomalies, make_normal_transactions
 
@@ -192,13 +201,6 @@ def concurrent_round(url: str, checker: Checker, tally: Tally, users: int, polle
     return Round(wall, user_seconds, round_tally.status_seconds)
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 def sequential_memory(
     url: str, pid: int, checker: Checker, tally: Tally, count: int, rows: int
 ) -> list[tuple[int, float]]:
@@ -213,7 +215,7 @@ def sequential_memory(
             if dataset_id:
                 request(tally, client, "DELETE", f"/api/anomaly/datasets/{dataset_id}", headers=headers)
             if index in marks:
-                readings.append((index, rss_mb(pid)))
+                readings.append((index, memory_mb(pid, "VmRSS")))
                 print(f"  {index} analyses: API RSS {readings[-1][1]:.0f} MB", flush=True)
     return readings
 
