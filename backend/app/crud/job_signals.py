@@ -23,16 +23,19 @@ async def send(database: Database, kind: str) -> None:
     await database[JOB_SIGNALS].insert_one({"kind": kind, "at": datetime.now(UTC)})
 
 
-async def tail(database: Database) -> AsyncIterator[str]:
+async def tail(database: Database, *, await_milliseconds: int = AWAIT_MILLISECONDS) -> AsyncIterator[str]:
     """The kinds of the signals sent from now on, as they arrive; ends when the cursor dies (reopen it)."""
     collection = database[JOB_SIGNALS]
     newest = await collection.find_one({}, {"_id": 1}, sort=[("_id", -1)])
     # A tailable cursor whose first batch is empty is dead at once: start at the newest signal, and skip it.
     query: dict[str, Any] = {"_id": {"$gte": newest["_id"]}} if newest else {}
-    cursor = collection.find(query, cursor_type=CursorType.TAILABLE_AWAIT).max_await_time_ms(AWAIT_MILLISECONDS)
+    cursor = collection.find(query, cursor_type=CursorType.TAILABLE_AWAIT).max_await_time_ms(await_milliseconds)
     try:
-        async for document in cursor:
-            if newest is None or document["_id"] > newest["_id"]:
-                yield str(document.get("kind", ""))
+        # Iterating a tailable cursor stops at the first wait that brings nothing, with the cursor still
+        # alive: iterate it again, or every signal sent before the tail is reopened is missed.
+        while cursor.alive:
+            async for document in cursor:
+                if newest is None or document["_id"] > newest["_id"]:
+                    yield str(document.get("kind", ""))
     finally:
         await cursor.close()
