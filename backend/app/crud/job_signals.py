@@ -6,6 +6,7 @@ was reconnecting) only delays the job until the workers' next poll.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,10 @@ from app.db.collections import JOB_SIGNALS, Database
 
 # How long the server holds a tailing worker's request open when there is nothing new.
 AWAIT_MILLISECONDS = 5_000
+# The pause before asking again after a wait that brought nothing: SecantusDB answers a waiting request at any
+# write to the database, not only to this collection, so without it a busy database would be asked again at
+# every write, by every idle worker. A signal sent meanwhile is kept by the cursor and read after the pause.
+REWAIT_SECONDS = 0.1
 
 
 async def send(database: Database, kind: str) -> None:
@@ -37,5 +42,6 @@ async def tail(database: Database, *, await_milliseconds: int = AWAIT_MILLISECON
             async for document in cursor:
                 if newest is None or document["_id"] > newest["_id"]:
                     yield str(document.get("kind", ""))
+            await asyncio.sleep(REWAIT_SECONDS)
     finally:
         await cursor.close()
