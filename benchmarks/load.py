@@ -278,7 +278,13 @@ def main() -> int:
         tally = Tally()
         with (
             embedded_database(workdir) as database_url,
-            running_server(workdir, database_url, AUTOENCODER_MODEL_PATH=str(model_dir)) as server,
+            # Every simulated user registers from this one loopback address: allow them all.
+            running_server(
+                workdir,
+                database_url,
+                AUTOENCODER_MODEL_PATH=str(model_dir),
+                REGISTRATIONS_PER_ADDRESS=str(10 * (arguments.users + arguments.pollers) * arguments.rounds),
+            ) as server,
         ):
             rounds = []
             for number in range(arguments.rounds):
