@@ -31,6 +31,7 @@ sys.path.insert(0, str(BACKEND_DIR))
 
 from app.db.embedded import EmbeddedDatabase  # noqa: E402
 from app.utils.sample_data import make_normal_transactions  # noqa: E402
+from tests.api.process_tree import command_line, descendants  # noqa: E402
 
 POLL_SECONDS = 0.01
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -238,32 +239,6 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     # After the command's closing parenthesis: state is field 0, utime field 11, stime field 12.
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process started by ``pid``, directly or not (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, pending = [], [pid]
-    while pending:
-        for child in children.get(pending.pop(), []):
-            found.append(child)
-            pending.append(child)
-    return found
-
-
-def command_line(pid: int) -> str:
-    """A process's command line, or "" once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def embedded_database_pid() -> int:

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.api.process_tree import command_line, descendants
+
 BACKEND_DIR = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 120
 # Shared by every test server: tests sign their own (expired, forged) tokens with it.
@@ -167,32 +169,6 @@ def analysis_events(
             return found
         assert time.monotonic() < deadline, f"no final log line after {timeout} s for some of {session_ids}"
         time.sleep(0.1)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process started by ``pid``, directly or not (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, pending = [], [pid]
-    while pending:
-        for child in children.get(pending.pop(), []):
-            found.append(child)
-            pending.append(child)
-    return found
-
-
-def command_line(pid: int) -> str:
-    """A process's command line, or "" once it is gone."""
-    try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def free_port() -> int:

@@ -26,12 +26,12 @@ from pymongo.errors import PyMongoError
 
 from app.db.connection import API_APP_NAME
 from app.utils.sample_data import make_normal_transactions
+from tests.api.process_tree import descendants
 from tests.api.support import (
     JWT_SECRET,
     MAX_UPLOAD_MB,
     ApiServer,
     csv_bytes,
-    descendants,
     free_port,
     patient_records,
     register,
